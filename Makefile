@@ -1,0 +1,68 @@
+# pg_ta — two commands: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PG_CONFIG     ?= /usr/lib/postgresql/15/bin/pg_config
+DEV_DIR       ?= .data/dev
+DEV_PORT      ?= 5433
+SYMBOLS       ?= BTCUSDT,ETHUSDT
+CARGO_RELEASE  = cargo build --release --locked
+TA_FEED        = target/release/ta-feed
+
+.PHONY: help deps install feed run test bench bench-indicators bench-screener fmt lint clean-data
+
+help:
+	@echo "make run    install what is missing, build, start a local cluster (.data/, 127.0.0.1:$(DEV_PORT)),"
+	@echo "            apply sql/, stream $(SYMBOLS) from Binance (DATABASE_URL, BINANCE_WS_URL,"
+	@echo "            BINANCE_REST_URL, SYMBOLS override)"
+	@echo "make test   everything CI runs (.ci/run calls exactly this)"
+	@echo "make bench  the indicator and screener benchmarks (prints ratios and latencies)"
+
+deps:
+	@.ci/install-deps
+
+# Build and install the pg_ta extension into the PostgreSQL that PG_CONFIG names.
+install: deps
+	@echo "==> building and installing pg_ta (release)"
+	@PG_CONFIG=$(PG_CONFIG) .ci/install-ext release
+
+feed:
+	@echo "==> building ta-feed (release)"
+	@$(CARGO_RELEASE) -p ta-feed
+
+run: install feed
+	@set -euo pipefail; \
+	if [ -z "$${DATABASE_URL:-}" ]; then \
+	  .ci/cluster start $(DEV_DIR) $(DEV_PORT); \
+	  export DATABASE_URL="postgres://postgres@127.0.0.1:$(DEV_PORT)/postgres"; \
+	  echo "==> connect with: psql -h 127.0.0.1 -p $(DEV_PORT) -U postgres"; \
+	else \
+	  echo "==> using DATABASE_URL (no local cluster)"; \
+	fi; \
+	$(TA_FEED) migrate; \
+	echo "==> alerts: $(TA_FEED) listen   (or LISTEN ta_alerts; in psql)"; \
+	echo "==> streaming $(SYMBOLS); Ctrl-C stops"; \
+	exec $(TA_FEED) stream --symbols "$(SYMBOLS)"
+
+test:
+	@.ci/test
+
+bench: bench-indicators bench-screener
+
+bench-indicators: install
+	@.ci/bench indicators
+
+bench-screener: install
+	@.ci/bench screener
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy -p pg_ta --all-targets --locked -- -D warnings
+	cargo clippy -p ta-feed --all-targets --locked -- -D warnings
+
+clean-data:
+	.ci/cluster stop $(DEV_DIR) || true
+	rm -rf .data

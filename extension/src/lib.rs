@@ -1,0 +1,24 @@
+//! pg_ta: technical-analysis indicators with TA-Lib semantics and screener rule helpers,
+//! computed inside PostgreSQL (schema `ta`).
+//!
+//! Layout: `indicators` and `rules` are plain Rust (no pgrx; tested with `cargo test`);
+//! `pg` holds the thin SQL wrappers (aggregates, functions, composite types).
+
+
+
+::pgrx::pg_module_magic!(name, version);
+
+pub mod indicators;
+pub mod rules;
+
+mod pg;
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,6 @@
+CREATE AGGREGATE ta.ohlcv(open_time timestamptz, open numeric, high numeric, low numeric, close numeric, volume numeric) (
+    SFUNC = ta.ohlcv_trans, STYPE = internal, FINALFUNC = ta.ohlcv_final,
+    FINALFUNC_MODIFY = READ_ONLY, PARALLEL = SAFE);
+COMMENT ON AGGREGATE ta.ohlcv(timestamptz, numeric, numeric, numeric, numeric, numeric) IS 'Candle rollup: ta.ohlcv(open_time, open, high, low, close, volume) returns ta.ohlcv_result(open, high, low, close, volume) with open = the open of the earliest open_time, close = the close of the latest open_time (ties: first row seen), high = max(high), low = min(low), volume = sum(volume); numeric in, numeric out, exact. NULL open_time rows are ignored; a NULL price or volume is ignored for its column. Build 5m/1h/1d candles from 1m candles: SELECT symbol, date_bin(''1 hour'', open_time, ''2000-01-01'') AS bucket, (ta.ohlcv(open_time, open, high, low, close, volume)).* FROM market.candles_1m GROUP BY 1, 2. Use quote_volume as the volume argument for a USDT volume.';
+COMMENT ON FUNCTION ta.ohlcv_trans(internal, timestamptz, numeric, numeric, numeric, numeric, numeric) IS 'Transition function of ta.ohlcv; internal, not for direct use.';
+COMMENT ON FUNCTION ta.ohlcv_final(internal) IS 'Final function of ta.ohlcv (returns ta.ohlcv_result); internal, not for direct use.';

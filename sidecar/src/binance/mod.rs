@@ -1,0 +1,4 @@
+//! Binance spot market data: wire model, WebSocket stream client, REST client.
+pub mod model;
+pub mod rest;
+pub mod ws;

@@ -1,0 +1,304 @@
+//! Command line (clap derive). Every flag can also be set through the environment
+//! variable named in `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::constants::{
+    ALERT_CHANNEL, DEFAULT_DATABASE_URL, DEFAULT_MAX_CONNECTION_AGE_SECS, DEFAULT_REST_URL,
+    DEFAULT_WS_URL,
+};
+
+/// ta-feed: Binance 1-minute klines into PostgreSQL for pg_ta.
+#[derive(Debug, Parser)]
+#[command(name = "ta-feed", version, about, long_about = None)]
+pub struct Cli {
+    /// PostgreSQL connection string (URL or key=value). The password is never printed.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the embedded sql/*.sql files (file-name order, one transaction, advisory lock).
+    Migrate,
+    /// Stream closed 1m klines from Binance into market.candles_1m (with REST backfill).
+    Stream(StreamArgs),
+    /// Import Binance public-data kline CSVs (12 columns, plain or .gz) with alerts off.
+    Import(ImportArgs),
+    /// Run a fake Binance (REST + WebSocket) that replays recorded klines12 CSVs.
+    Replay(ReplayArgs),
+    /// LISTEN on the alert channel and print every payload as one JSON line.
+    Listen(ListenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Symbols to stream, comma separated (case-insensitive), e.g. BTCUSDT,ETHUSDT.
+    #[arg(long, env = "SYMBOLS", value_delimiter = ',', required = true, num_args = 1..)]
+    pub symbols: Vec<String>,
+
+    /// Binance WebSocket base URL (combined streams are at {ws-url}/stream).
+    #[arg(long, env = "BINANCE_WS_URL", default_value = DEFAULT_WS_URL)]
+    pub ws_url: String,
+
+    /// Binance REST base URL (/api/v3/time, /api/v3/klines).
+    #[arg(long, env = "BINANCE_REST_URL", default_value = DEFAULT_REST_URL)]
+    pub rest_url: String,
+
+    /// Minutes of history loaded at start-up for a symbol with no stored candles
+    /// (symbols with candles resume after their newest stored minute).
+    #[arg(long, env = "BACKFILL_MINUTES", default_value_t = 1440)]
+    pub backfill_minutes: u64,
+
+    /// Flush buffered closed klines at the latest this many milliseconds after the first
+    /// one was buffered.
+    #[arg(long, env = "FLUSH_MS", default_value_t = 500)]
+    pub flush_ms: u64,
+
+    /// WebSocket reconnect: first delay, milliseconds.
+    #[arg(long, env = "RECONNECT_INITIAL_MS", default_value_t = 1000)]
+    pub reconnect_initial_ms: u64,
+
+    /// WebSocket reconnect: maximum delay, milliseconds.
+    #[arg(long, env = "RECONNECT_MAX_MS", default_value_t = 60_000)]
+    pub reconnect_max_ms: u64,
+
+    /// WebSocket reconnect: delay multiplier after each failed attempt (reset once a
+    /// connection delivered a closed kline).
+    #[arg(long, env = "RECONNECT_MULTIPLIER", default_value_t = 2.0)]
+    pub reconnect_multiplier: f64,
+
+    /// Database reconnect: first delay, milliseconds (doubles up to --db-retry-max-ms).
+    #[arg(long, env = "DB_RETRY_INITIAL_MS", default_value_t = 500)]
+    pub db_retry_initial_ms: u64,
+
+    /// Database reconnect: maximum delay, milliseconds.
+    #[arg(long, env = "DB_RETRY_MAX_MS", default_value_t = 30_000)]
+    pub db_retry_max_ms: u64,
+
+    /// Reconnect each WebSocket proactively after this many seconds (Binance closes
+    /// connections at 24 h). Default 85800 s = 23 h 50 min.
+    #[arg(long, env = "MAX_CONNECTION_AGE_SECS", default_value_t = DEFAULT_MAX_CONNECTION_AGE_SECS)]
+    pub max_connection_age_secs: u64,
+
+    /// Reconnect when nothing (data or ping) arrived on a connection for this many seconds.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    pub idle_timeout_secs: u64,
+
+    /// Pause REST requests while X-MBX-USED-WEIGHT-1M is at or above this (Binance's
+    /// limit is 6000 per minute).
+    #[arg(long, env = "REST_WEIGHT_SOFT_LIMIT", default_value_t = 4800)]
+    pub rest_weight_soft_limit: u32,
+
+    /// Attempts per REST request on 429 (after Retry-After), 5xx or network errors.
+    #[arg(long, env = "REST_MAX_ATTEMPTS", default_value_t = 8)]
+    pub rest_max_attempts: u32,
+
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9898); off when unset.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Stop cleanly after this many distinct live minutes were written (0 = run until
+    /// SIGINT/SIGTERM). Meant for tests and demos.
+    #[arg(long, env = "STOP_AFTER_MINUTES", default_value_t = 0)]
+    pub stop_after_minutes: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// Kline CSV files (.csv or .csv.gz). Symbol from the file name
+    /// (SYMBOL-1m-....csv[.gz]) unless --symbol is given.
+    #[arg(env = "IMPORT_FILES", value_delimiter = ',', required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    /// Symbol for every file (overrides the file name).
+    #[arg(long, env = "IMPORT_SYMBOL")]
+    pub symbol: Option<String>,
+
+    /// Rows per COPY + upsert transaction.
+    #[arg(long, env = "IMPORT_BATCH_ROWS", default_value_t = 50_000)]
+    pub batch_rows: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// klines12 CSV files to serve (any number of files and symbols; symbol from the file
+    /// name). Repeat --file or separate with commas.
+    #[arg(long = "file", env = "REPLAY_FILES", value_delimiter = ',', required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    /// Address to listen on; port 0 picks a free port. The first stdout line is
+    /// `listening on ADDR`.
+    #[arg(long, env = "REPLAY_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: String,
+
+    /// Replayed seconds per real second (600 = ten replayed minutes per second).
+    #[arg(long, env = "REPLAY_SPEED", default_value_t = 1.0)]
+    pub speed: f64,
+
+    /// Replay start time: RFC 3339 or epoch milliseconds. Default: first open_time in the
+    /// data + 1440 minutes (a day of history for backfill).
+    #[arg(long, env = "REPLAY_START")]
+    pub start: Option<String>,
+
+    /// Close each WebSocket connection (serverShutdown event + close frame) after this many
+    /// closed minutes were sent on it.
+    #[arg(long, env = "REPLAY_DROP_AFTER")]
+    pub drop_after: Option<u64>,
+
+    /// Real seconds between WebSocket pings (connections without pongs for 3 intervals
+    /// are closed).
+    #[arg(long, env = "REPLAY_PING_SECS", default_value_t = 20.0)]
+    pub ping_secs: f64,
+
+    /// Answer the first N /api/v3/klines requests with 429 and Retry-After: 1.
+    #[arg(long, env = "REPLAY_FAIL_REST", default_value_t = 0)]
+    pub fail_rest: u32,
+
+    /// Replay milliseconds between a kline's close_time and its closed (x:true) event.
+    #[arg(long, env = "REPLAY_CLOSE_DELAY_MS", default_value_t = 200)]
+    pub close_delay_ms: i64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// NOTIFY channel to LISTEN on.
+    #[arg(long, env = "ALERT_CHANNEL", default_value = ALERT_CHANNEL)]
+    pub channel: String,
+}
+
+impl StreamArgs {
+    pub fn flush(&self) -> Duration {
+        Duration::from_millis(self.flush_ms)
+    }
+}
+
+/// A connection string with its password replaced by `***` (URL form, `?password=` query
+/// parameter, and key=value form).
+pub fn redact_database_url(s: &str) -> String {
+    if s.contains("://") {
+        if let Ok(mut u) = url::Url::parse(s) {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query_pairs().any(|(k, _)| k == "password") {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k == "password" {
+                            "***".to_string()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            return u.to_string();
+        }
+        return "<unparsable database url>".to_string();
+    }
+    // key=value form: password=secret or password='sec ret'
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(pos) = rest.find("password") {
+        let (before, after) = rest.split_at(pos);
+        out.push_str(before);
+        let after_key = after["password".len()..].trim_start();
+        if let Some(value) = after_key.strip_prefix('=') {
+            out.push_str("password=***");
+            let value = value.trim_start();
+            let end = if let Some(quoted) = value.strip_prefix('\'') {
+                quoted.find('\'').map(|i| i + 2).unwrap_or(value.len())
+            } else {
+                value.find(char::is_whitespace).unwrap_or(value.len())
+            };
+            rest = &value[end..];
+        } else {
+            out.push_str("password");
+            rest = &after["password".len()..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn redaction() {
+        let cases = [
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://h/db?user=u&password=secret",
+                "postgres://h/db?user=u&password=***",
+            ),
+            (
+                "host=h user=u password=secret dbname=d",
+                "host=h user=u password=*** dbname=d",
+            ),
+            (
+                "host=h password = 'se cret' dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = redact_database_url(input);
+            assert_eq!(got, want, "{input}");
+            assert!(!got.contains("secret") && !got.contains("cret'"));
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent_and_parses() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "ta-feed",
+            "stream",
+            "--symbols",
+            "btcusdt,ETHUSDT",
+            "--flush-ms",
+            "100",
+        ])
+        .unwrap();
+        let Command::Stream(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.symbols, vec!["btcusdt", "ETHUSDT"]);
+        assert_eq!(s.flush(), Duration::from_millis(100));
+        assert_eq!(s.backfill_minutes, 1440);
+        let cli = Cli::try_parse_from([
+            "ta-feed", "replay", "--file", "a.csv", "b.csv", "--speed", "600",
+        ])
+        .unwrap();
+        let Command::Replay(r) = cli.command else {
+            panic!()
+        };
+        assert_eq!(r.files.len(), 2);
+        assert_eq!(r.speed, 600.0);
+        let cli =
+            Cli::try_parse_from(["ta-feed", "import", "x.csv.gz", "--symbol", "btcusdt"]).unwrap();
+        assert!(matches!(cli.command, Command::Import(_)));
+    }
+}

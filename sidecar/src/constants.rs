@@ -1,0 +1,113 @@
+//! Wire and database constants shared by every ta-feed module (one place, on purpose).
+
+// ---- PostgreSQL contract (sql/*.sql) -------------------------------------------------
+
+/// NOTIFY channel on which the database publishes alert payloads (JSON text).
+pub const ALERT_CHANNEL: &str = "ta_alerts";
+
+/// Custom setting read by the alert trigger; `off` inside a transaction suppresses
+/// alert evaluation for that transaction (historical loads).
+pub const EVALUATE_ALERTS_SETTING: &str = "market.evaluate_alerts";
+
+/// Target table for closed 1-minute klines.
+pub const CANDLES_TABLE: &str = "market.candles_1m";
+
+/// Per-connection temporary staging table that binary COPY writes into.
+pub const STAGING_TABLE: &str = "candles_in";
+
+/// Table for data-quality events.
+pub const DATA_QUALITY_TABLE: &str = "market.data_quality_log";
+
+/// Non-key columns of `market.candles_1m`, in table order (the key is symbol, open_time).
+pub const CANDLE_VALUE_COLUMNS: [&str; 10] = [
+    "close_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+];
+
+/// Key of `pg_advisory_xact_lock` taken by `ta-feed migrate` ("ta_feed" as ASCII bytes).
+pub const MIGRATE_LOCK_KEY: i64 = 0x0074_615f_6665_6564;
+
+/// `data_quality_log.kind` values (see COMMENT ON TABLE in sql/002_candles.sql).
+pub mod quality_kind {
+    /// A missing range of minutes was backfilled over REST (rows = candles written).
+    pub const GAP_FILLED: &str = "gap_filled";
+    /// REST had no candles for a missing range (exchange outage, or REST unavailable).
+    pub const GAP_UNFILLED: &str = "gap_unfilled";
+    /// A kline failed validation and was not written.
+    pub const REJECTED: &str = "rejected";
+    /// close_time is not open_time + 59.999 s (exchange halts); the kline is stored.
+    pub const TRUNCATED: &str = "truncated";
+}
+
+// ---- Binance wire constants ----------------------------------------------------------
+
+/// Default Binance spot WebSocket base URL.
+pub const DEFAULT_WS_URL: &str = "wss://stream.binance.com:9443";
+/// Default Binance spot REST base URL.
+pub const DEFAULT_REST_URL: &str = "https://api.binance.com";
+/// Default DATABASE_URL.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5433/postgres";
+
+/// Kline interval used everywhere.
+pub const KLINE_INTERVAL: &str = "1m";
+/// Stream name suffix: `<lower-case symbol>@kline_1m`.
+pub const KLINE_STREAM_SUFFIX: &str = "@kline_1m";
+/// One minute in milliseconds.
+pub const MINUTE_MS: i64 = 60_000;
+/// close_time − open_time of a complete 1m kline, in milliseconds.
+pub const KLINE_CLOSE_OFFSET_MS: i64 = 59_999;
+/// Timestamps at or above this are microseconds (spot dumps from 2025 on), below are ms.
+pub const MICROSECOND_THRESHOLD: i64 = 1_000_000_000_000_000;
+
+/// REST path of the server time endpoint.
+pub const REST_TIME_PATH: &str = "/api/v3/time";
+/// REST path of the klines endpoint.
+pub const REST_KLINES_PATH: &str = "/api/v3/klines";
+/// Maximum `limit` of `/api/v3/klines`.
+pub const REST_KLINES_MAX_LIMIT: u32 = 1000;
+/// Default `limit` of `/api/v3/klines` when the parameter is absent.
+pub const REST_KLINES_DEFAULT_LIMIT: u32 = 500;
+/// Request weight of `/api/v3/klines` (limit ≤ 1000).
+pub const REST_KLINES_WEIGHT: u32 = 2;
+/// Request weight of `/api/v3/time`.
+pub const REST_TIME_WEIGHT: u32 = 1;
+/// Spot REQUEST_WEIGHT limit per minute per IP.
+pub const REST_WEIGHT_LIMIT_1M: u32 = 6000;
+/// Response header carrying the used weight of the current minute.
+pub const USED_WEIGHT_HEADER: &str = "x-mbx-used-weight-1m";
+
+/// WebSocket path of combined streams.
+pub const WS_COMBINED_PATH: &str = "/stream";
+/// Binance limit of streams per WebSocket connection.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
+/// Binance closes a connection after 24 h; ta-feed reconnects before that.
+pub const DEFAULT_MAX_CONNECTION_AGE_SECS: u64 = 23 * 3600 + 50 * 60;
+/// Event type of kline stream payloads.
+pub const EVENT_KLINE: &str = "kline";
+/// Event type Binance sends before it closes a connection for maintenance.
+pub const EVENT_SERVER_SHUTDOWN: &str = "serverShutdown";
+
+// ---- Metrics (Prometheus names) ------------------------------------------------------
+
+pub mod metric {
+    pub const KLINES_RECEIVED: &str = "ta_feed_klines_received_total";
+    pub const KLINES_CLOSED: &str = "ta_feed_klines_closed_total";
+    pub const KLINES_WRITTEN: &str = "ta_feed_klines_written_total";
+    pub const KLINES_REJECTED: &str = "ta_feed_klines_rejected_total";
+    pub const KLINES_DROPPED: &str = "ta_feed_klines_dropped_total";
+    pub const MALFORMED_MESSAGES: &str = "ta_feed_malformed_messages_total";
+    pub const RECONNECTS: &str = "ta_feed_ws_reconnects_total";
+    pub const BACKFILLED_ROWS: &str = "ta_feed_backfilled_rows_total";
+    pub const REST_REQUESTS: &str = "ta_feed_rest_requests_total";
+    pub const REST_USED_WEIGHT: &str = "ta_feed_rest_used_weight_1m";
+    pub const LAST_CLOSED_OPEN_TIME: &str = "ta_feed_last_closed_open_time_seconds";
+    pub const DB_RETRIES: &str = "ta_feed_db_retries_total";
+}

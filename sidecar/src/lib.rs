@@ -1,0 +1,125 @@
+//! ta-feed: the pg_ta sidecar. Streams closed Binance 1m klines into PostgreSQL
+//! (`market.candles_1m`) with REST backfill and gap fills, imports Binance CSV dumps,
+//! applies the data schema, prints alert NOTIFYs, and fakes Binance for tests.
+//!
+//! `main.rs` only parses the command line, sets up logging and calls [`run`].
+
+pub mod backfill;
+pub mod backoff;
+pub mod binance;
+pub mod config;
+pub mod constants;
+pub mod import;
+pub mod listen;
+pub mod migrate;
+pub mod replay;
+pub mod shutdown;
+pub mod sink;
+pub mod stream;
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::info;
+
+use crate::config::{redact_database_url, Cli, Command};
+
+/// Installs the process-wide rustls crypto provider (ring). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Runs one subcommand until it finishes or `shutdown` completes.
+pub async fn run(
+    cli: Cli,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    install_crypto_provider();
+    let db = redact_database_url(&cli.database_url);
+    match cli.command {
+        Command::Migrate => {
+            info!(database = %db, "migrate");
+            let applied = migrate::migrate(&cli.database_url)
+                .await
+                .with_context(|| format!("migrate {db}"))?;
+            for f in &applied {
+                println!("applied {f}");
+            }
+            println!(
+                "migrate: {} file(s) applied in one transaction",
+                applied.len()
+            );
+        }
+        Command::Stream(args) => {
+            let symbols: Vec<String> = args
+                .symbols
+                .iter()
+                .map(|s| s.trim().to_ascii_uppercase())
+                .filter(|s| !s.is_empty())
+                .collect();
+            info!(
+                database = %db,
+                ?symbols,
+                ws_url = %args.ws_url,
+                rest_url = %args.rest_url,
+                backfill_minutes = args.backfill_minutes,
+                flush_ms = args.flush_ms,
+                "stream"
+            );
+            if let Some(addr) = args.metrics_addr {
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .with_http_listener(addr)
+                    .install()
+                    .with_context(|| format!("metrics exporter on {addr}"))?;
+                info!(%addr, "Prometheus metrics at /metrics");
+            }
+            let mut cfg =
+                stream::StreamConfig::new(&cli.database_url, symbols, &args.ws_url, &args.rest_url);
+            cfg.backfill_minutes = args.backfill_minutes;
+            cfg.flush = args.flush();
+            cfg.reconnect_initial = Duration::from_millis(args.reconnect_initial_ms);
+            cfg.reconnect_max = Duration::from_millis(args.reconnect_max_ms);
+            cfg.reconnect_multiplier = args.reconnect_multiplier;
+            cfg.db_retry_initial = Duration::from_millis(args.db_retry_initial_ms);
+            cfg.db_retry_max = Duration::from_millis(args.db_retry_max_ms);
+            cfg.max_connection_age = Duration::from_secs(args.max_connection_age_secs);
+            cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs.max(1));
+            cfg.rest.weight_soft_limit = args.rest_weight_soft_limit;
+            cfg.rest.max_attempts = args.rest_max_attempts.max(1);
+            cfg.stop_after_minutes = args.stop_after_minutes;
+            let summary = stream::run_stream(cfg, shutdown).await.context("stream")?;
+            info!(?summary, "stream finished");
+        }
+        Command::Import(args) => {
+            info!(database = %db, files = args.files.len(), "import");
+            let cfg = import::ImportConfig {
+                database_url: cli.database_url.clone(),
+                files: args.files,
+                symbol: args.symbol,
+                batch_rows: args.batch_rows,
+            };
+            tokio::select! {
+                r = import::import_files(&cfg) => { r.context("import")?; }
+                _ = shutdown => anyhow::bail!("import interrupted"),
+            }
+        }
+        Command::Replay(args) => {
+            let mut cfg = replay::ReplayConfig::new(args.files, &args.listen);
+            cfg.speed = args.speed;
+            cfg.start_ms = args.start.as_deref().map(replay::parse_start).transpose()?;
+            cfg.drop_after = args.drop_after;
+            cfg.ping_secs = args.ping_secs;
+            cfg.fail_rest = args.fail_rest;
+            cfg.close_delay_ms = args.close_delay_ms;
+            replay::run_replay(cfg, shutdown).await.context("replay")?;
+        }
+        Command::Listen(args) => {
+            let mut out = std::io::stdout();
+            listen::run_listen(&cli.database_url, &args.channel, &mut out, shutdown)
+                .await
+                .context("listen")?;
+        }
+    }
+    Ok(())
+}

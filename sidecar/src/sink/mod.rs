@@ -1,0 +1,4 @@
+//! Database write path.
+pub mod copy;
+
+pub use copy::{AlertMode, CandleSink, QualityEvent, RetryingSink, SinkError};

@@ -1,0 +1,337 @@
+-- 006: what happens when candles are written: screener_state maintenance and alert evaluation,
+-- inside the writing transaction (statement triggers on market.candles_1m).
+--
+-- Evaluation policy (documented in README "Alerts"):
+--   * Per statement and per symbol, only the newest written candle is evaluated, and only if it
+--     is the newest stored candle of that symbol.  A live writer sends one minute per symbol per
+--     statement, so every live minute is evaluated; a bulk load (backfill page, import, a user's
+--     INSERT ... SELECT) evaluates at most its last minute per symbol, never floods NOTIFY.
+--   * SET LOCAL market.evaluate_alerts = 'off' skips evaluation for the transaction (ta-feed
+--     does this for REST backfills and imports: alerts for recovered history are skipped, not
+--     recorded).  screener_state is maintained either way.
+--   * Alerts are written to market.alert_history and sent with pg_notify('ta_alerts', payload);
+--     NOTIFY is delivered at commit, so an alert exists only if its candle does.
+
+CREATE OR REPLACE FUNCTION market.alert_channel() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 'ta_alerts'::text $$;
+COMMENT ON FUNCTION market.alert_channel() IS 'The NOTIFY channel alerts are sent on: ta_alerts.';
+
+CREATE OR REPLACE FUNCTION market.alert_payload_version() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1 $$;
+COMMENT ON FUNCTION market.alert_payload_version() IS
+  'Version of the alert JSON payload (field "version"); bumped on any incompatible change.';
+
+CREATE OR REPLACE FUNCTION market._alert_payload(m market.screener_row, p_rule_id integer,
+                                                 p_rule text)
+RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS
+$$
+SELECT jsonb_build_object(
+  'version', market.alert_payload_version(),
+  'symbol', m.symbol,
+  'rule', p_rule,
+  'rule_id', p_rule_id,
+  'open_time', to_char(m.open_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+  'close_time', to_char(m.close_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+  'price', m.price,
+  'changes', jsonb_build_object('1m', m.change_1m, '5m', m.change_5m, '15m', m.change_15m,
+                                '1h', m.change_1h, '4h', m.change_4h, '8h', m.change_8h,
+                                '1d', m.change_1d),
+  'volumes', jsonb_build_object('1m', m.vol_1m, '5m', m.vol_5m, '15m', m.vol_15m,
+                                '1h', m.vol_1h, '4h', m.vol_4h, '8h', m.vol_8h, '1d', m.vol_1d),
+  'rsi_14', m.rsi_14,
+  'macd', m.macd)
+$$;
+COMMENT ON FUNCTION market._alert_payload(market.screener_row, integer, text) IS
+  'The alert JSON (version 1): {version, symbol, rule, rule_id, open_time, close_time (ISO 8601 UTC '
+  'of the candle), price (candle close), changes {1m,5m,15m,1h,4h,8h,1d} (percent), volumes '
+  '{1m,...,1d} (quote asset), rsi_14, macd}. Metrics whose window is not full are null.';
+
+-- Rule evaluation.  The enabled rules are compiled into the static SQL of a generated plpgsql
+-- function, market._fire_rules(), regenerated whenever market.alert_rules changes, so the
+-- evaluation plan is prepared once per session instead of at every candle close.
+CREATE OR REPLACE FUNCTION market._rules_query(p_branches text) RETURNS text
+LANGUAGE sql IMMUTABLE AS
+$f$
+SELECT format($q$
+    WITH mm AS MATERIALIZED (
+      SELECT m AS x FROM market._state_at(p_symbols, p_seqs) s, LATERAL market._metrics(s) m
+    ), m AS (
+      SELECT (x).* FROM mm
+    ), fired AS (
+      %s
+    ), ins AS (
+      INSERT INTO market.alert_history AS h
+             (symbol, rule_id, rule, open_time, close_time, price, payload)
+      SELECT (mm.x).symbol, r.rule_id, r.name, (mm.x).open_time, (mm.x).close_time, (mm.x).price,
+             market._alert_payload(mm.x, r.rule_id, r.name)
+        FROM fired f
+        JOIN market.alert_rules r ON r.rule_id = f.rule_id
+        JOIN mm ON (mm.x).symbol = f.symbol
+       WHERE NOT EXISTS (
+               SELECT 1 FROM market.alert_history p
+                WHERE p.symbol = f.symbol AND p.rule_id = f.rule_id
+                  AND p.open_time < (mm.x).open_time
+                  AND p.open_time > (mm.x).open_time - r.cooldown)
+      ON CONFLICT DO NOTHING
+      RETURNING h.payload
+    )
+    SELECT count(pg_notify(market.alert_channel(), payload::text))::int FROM ins$q$, p_branches)
+$f$;
+
+CREATE OR REPLACE FUNCTION market._rule_branch(p_rule_id integer, p_compiled text) RETURNS text
+LANGUAGE sql IMMUTABLE AS
+$$ SELECT format('SELECT %s AS rule_id, m.symbol FROM m WHERE %s', p_rule_id, p_compiled) $$;
+
+CREATE OR REPLACE FUNCTION market._regenerate_evaluator() RETURNS void
+LANGUAGE plpgsql AS
+$$
+DECLARE
+  v_branches text;
+  v_body text;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext('market._fire_rules'));
+  SELECT string_agg(market._rule_branch(rule_id, compiled), E'\n      UNION ALL ' ORDER BY rule_id)
+    INTO v_branches FROM market.alert_rules WHERE enabled;
+  IF v_branches IS NULL THEN
+    v_body := 'BEGIN RETURN 0; END';
+  ELSE
+    v_body := format(E'DECLARE n integer;\nBEGIN\n%s INTO n;\nRETURN n;\nEND',
+                     market._rules_query(v_branches));
+  END IF;
+  EXECUTE format($ddl$
+    CREATE OR REPLACE FUNCTION market._fire_rules(p_symbols text[], p_seqs bigint[])
+    RETURNS integer LANGUAGE plpgsql AS %L$ddl$, v_body);
+  EXECUTE 'COMMENT ON FUNCTION market._fire_rules(text[], bigint[]) IS '
+          || quote_literal('Generated from market.alert_rules by market._regenerate_evaluator(); '
+                           || 'do not edit.');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION market._alert_rules_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+  PERFORM market._regenerate_evaluator();
+  RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS alert_rules_changed ON market.alert_rules;
+CREATE TRIGGER alert_rules_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON market.alert_rules
+  FOR EACH STATEMENT EXECUTE FUNCTION market._alert_rules_changed();
+
+DO $$ BEGIN PERFORM market._regenerate_evaluator(); END $$;
+
+-- Evaluate every enabled rule on the metrics of the given (symbol, seq) candles; write
+-- alert_history and NOTIFY.  Returns the number of alerts sent.  A rule that fails at run time
+-- (e.g. arithmetic overflow in a custom expression) is skipped with a WARNING and a
+-- data_quality_log row; it never makes the candle write fail.
+CREATE OR REPLACE FUNCTION market._evaluate(p_symbols text[], p_seqs bigint[])
+RETURNS integer
+LANGUAGE plpgsql AS
+$$
+DECLARE
+  v_sent integer := 0;
+  v_part integer;
+  v_rule record;
+  v_latest timestamptz;
+BEGIN
+  IF p_symbols IS NULL OR cardinality(p_symbols) = 0 THEN
+    RETURN 0;
+  END IF;
+
+  BEGIN
+    v_sent := market._fire_rules(p_symbols, p_seqs);
+  EXCEPTION WHEN OTHERS THEN
+    -- find the failing rule(s); evaluate the others one by one
+    v_sent := 0;
+    FOR v_rule IN SELECT rule_id, name, compiled FROM market.alert_rules WHERE enabled
+                   ORDER BY rule_id LOOP
+      BEGIN
+        EXECUTE replace(replace(market._rules_query(market._rule_branch(v_rule.rule_id, v_rule.compiled)),
+                                'p_symbols', '$1'), 'p_seqs', '$2')
+           INTO v_part USING p_symbols, p_seqs;
+        v_sent := v_sent + v_part;
+      EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_ta: rule "%" failed and was skipped: %', v_rule.name, SQLERRM;
+        INSERT INTO market.data_quality_log (kind, detail)
+        VALUES ('rule_error', jsonb_build_object('rule', v_rule.name, 'error', SQLERRM,
+                                                 'sqlstate', SQLSTATE, 'symbols', p_symbols));
+      END;
+    END LOOP;
+  END;
+
+  -- retention, in candle time
+  SELECT max(s.open_time) INTO v_latest
+    FROM unnest(p_symbols, p_seqs) AS t(symbol, seq)
+    JOIN market.screener_state s ON s.symbol = t.symbol AND s.seq = t.seq;
+  DELETE FROM market.alert_history
+   WHERE open_time < v_latest - (SELECT alert_history_retention FROM market.settings);
+  RETURN v_sent;
+END
+$$;
+COMMENT ON FUNCTION market._evaluate(text[], bigint[]) IS
+  'Internal: evaluate enabled rules at the given candles; alert_history + NOTIFY.';
+
+-- Shared body of the candle triggers.  Per symbol: the first and last written open_time and
+-- the number of rows.
+CREATE OR REPLACE FUNCTION market._apply_candle_changes(p_symbols text[], p_from timestamptz[],
+                                                        p_to timestamptz[], p_rows bigint[],
+                                                        p_insert boolean)
+RETURNS void
+LANGUAGE plpgsql AS
+$$
+DECLARE
+  v_app_syms text[];
+  v_app_times timestamptz[];
+  v_re_syms text[];
+  v_re_from timestamptz[];
+  v_eval_syms text[];
+  v_eval_seqs bigint[];
+BEGIN
+  SELECT array_agg(c.symbol) FILTER (WHERE c.append),
+         array_agg(c.from_time) FILTER (WHERE c.append),
+         array_agg(c.symbol) FILTER (WHERE NOT c.append),
+         array_agg(CASE WHEN c.head_time IS NULL THEN '-infinity'::timestamptz ELSE c.from_time END)
+           FILTER (WHERE NOT c.append)
+    INTO v_app_syms, v_app_times, v_re_syms, v_re_from
+    FROM (SELECT a.symbol, a.from_time, h.open_time AS head_time,
+                 (p_insert AND a.n = 1 AND h.open_time IS NOT NULL AND a.from_time > h.open_time)
+                   AS append
+            FROM unnest(p_symbols, p_from, p_rows) AS a(symbol, from_time, n)
+            LEFT JOIN LATERAL (SELECT s.open_time FROM market.screener_state s
+                                WHERE s.symbol = a.symbol ORDER BY s.seq DESC LIMIT 1) h ON true
+         ) c;
+
+  IF v_app_syms IS NOT NULL THEN
+    PERFORM market._state_append(v_app_syms, v_app_times);
+  END IF;
+  IF v_re_syms IS NOT NULL THEN
+    PERFORM market._state_recompute(v_re_syms, v_re_from);
+  END IF;
+
+  IF coalesce(current_setting('market.evaluate_alerts', true), '') IN ('off', 'false', '0') THEN
+    RETURN;
+  END IF;
+
+  -- the newest written candle of each symbol, if it is the symbol's newest stored candle
+  SELECT array_agg(h.symbol), array_agg(h.seq)
+    INTO v_eval_syms, v_eval_seqs
+    FROM unnest(p_symbols, p_to) AS a(symbol, to_time)
+    JOIN LATERAL (SELECT s.symbol, s.seq, s.open_time FROM market.screener_state s
+                   WHERE s.symbol = a.symbol ORDER BY s.seq DESC LIMIT 1) h ON true
+   WHERE h.open_time = a.to_time;
+
+  PERFORM market._evaluate(v_eval_syms, v_eval_seqs);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION market._candles_after_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+  v_syms text[]; v_from timestamptz[]; v_to timestamptz[]; v_rows bigint[];
+BEGIN
+  SELECT array_agg(symbol), array_agg(mn), array_agg(mx), array_agg(n)
+    INTO v_syms, v_from, v_to, v_rows
+    FROM (SELECT symbol, min(open_time) AS mn, max(open_time) AS mx, count(*) AS n
+            FROM new_rows GROUP BY symbol) a;
+  IF v_syms IS NOT NULL THEN
+    PERFORM market._apply_candle_changes(v_syms, v_from, v_to, v_rows, true);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION market._candles_after_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+  v_syms text[]; v_from timestamptz[]; v_to timestamptz[]; v_rows bigint[];
+BEGIN
+  -- an update may move rows (new symbol or open_time): recompute from the earliest old or new
+  -- position of every symbol involved
+  SELECT array_agg(symbol), array_agg(mn), array_agg(mx), array_agg(n)
+    INTO v_syms, v_from, v_to, v_rows
+    FROM (SELECT symbol, min(open_time) AS mn, max(open_time) AS mx, count(*) AS n
+            FROM (SELECT symbol, open_time FROM new_rows
+                  UNION ALL SELECT symbol, open_time FROM old_rows) u
+           GROUP BY symbol) a;
+  IF v_syms IS NOT NULL THEN
+    PERFORM market._apply_candle_changes(v_syms, v_from, v_to, v_rows, false);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION market._candles_after_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+  v_prefix_syms text[]; v_prefix_to timestamptz[]; v_re_syms text[]; v_re_from timestamptz[];
+BEGIN
+  -- Deleting the oldest candles of a symbol (retention) only drops their state rows: the later
+  -- rows keep their seq and indicator states.  Any other delete recomputes from that point.
+  SELECT array_agg(d.symbol) FILTER (WHERE rest.first_time IS NULL OR d.mx < rest.first_time),
+         array_agg(d.mx) FILTER (WHERE rest.first_time IS NULL OR d.mx < rest.first_time),
+         array_agg(d.symbol) FILTER (WHERE rest.first_time IS NOT NULL AND d.mx >= rest.first_time),
+         array_agg(d.mn) FILTER (WHERE rest.first_time IS NOT NULL AND d.mx >= rest.first_time)
+    INTO v_prefix_syms, v_prefix_to, v_re_syms, v_re_from
+    FROM (SELECT symbol, min(open_time) AS mn, max(open_time) AS mx FROM old_rows GROUP BY symbol) d
+    LEFT JOIN LATERAL (SELECT c.open_time AS first_time FROM market.candles_1m c
+                        WHERE c.symbol = d.symbol ORDER BY c.open_time LIMIT 1) rest ON true;
+  IF v_prefix_syms IS NOT NULL THEN
+    DELETE FROM market.screener_state s
+     USING unnest(v_prefix_syms, v_prefix_to) AS p(symbol, to_time)
+     WHERE s.symbol = p.symbol AND s.open_time <= p.to_time;
+  END IF;
+  IF v_re_syms IS NOT NULL THEN
+    PERFORM market._state_recompute(v_re_syms, v_re_from);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION market._candles_after_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+  TRUNCATE market.screener_state;
+  RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS candles_1m_after_insert ON market.candles_1m;
+CREATE TRIGGER candles_1m_after_insert
+  AFTER INSERT ON market.candles_1m
+  REFERENCING NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION market._candles_after_insert();
+
+DROP TRIGGER IF EXISTS candles_1m_after_update ON market.candles_1m;
+CREATE TRIGGER candles_1m_after_update
+  AFTER UPDATE ON market.candles_1m
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION market._candles_after_update();
+
+DROP TRIGGER IF EXISTS candles_1m_after_delete ON market.candles_1m;
+CREATE TRIGGER candles_1m_after_delete
+  AFTER DELETE ON market.candles_1m
+  REFERENCING OLD TABLE AS old_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION market._candles_after_delete();
+
+DROP TRIGGER IF EXISTS candles_1m_after_truncate ON market.candles_1m;
+CREATE TRIGGER candles_1m_after_truncate
+  AFTER TRUNCATE ON market.candles_1m
+  FOR EACH STATEMENT EXECUTE FUNCTION market._candles_after_truncate();
+
+-- Candles written before this schema existed (or with triggers bypassed): build their state.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM market.candles_1m)
+     AND NOT EXISTS (SELECT 1 FROM market.screener_state) THEN
+    PERFORM market.rebuild_screener_state();
+  END IF;
+END
+$$;
