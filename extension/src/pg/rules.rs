@@ -63,7 +63,13 @@ fn rule_compile(expression: &str, row_type: &str, config: Option<JsonB>) -> Stri
         Ok(c) => c.sql,
         Err(e) => {
             let code = sqlstate(&e);
-            ereport!(ERROR, code, format!("invalid rule expression: {e}"));
+            let msg = match &e {
+                RuleError::UnknownColumn { .. } => {
+                    format!("invalid rule expression: {e}; the columns of {row_type} can be used")
+                }
+                _ => format!("invalid rule expression: {e}"),
+            };
+            ereport!(ERROR, code, msg);
         }
     }
 }

@@ -76,11 +76,12 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
 pub enum RuleError {
     #[error("syntax error at position {pos}: {msg}")]
     Syntax { pos: usize, msg: String },
-    #[error("unknown column \"{name}\" at position {pos}; rule expressions may use: {allowed}")]
+    #[error("unknown column \"{name}\" at position {pos}{hint}")]
     UnknownColumn {
         name: String,
         pos: usize,
-        allowed: String,
+        /// "" or " (did you mean a, b?)"
+        hint: String,
     },
     #[error("column \"{name}\" at position {pos} has a type rules cannot use")]
     UnusableColumn { name: String, pos: usize },
@@ -601,15 +602,9 @@ impl Parser<'_> {
                 }
                 let col = self.columns.iter().find(|c| c.name == name).ok_or_else(|| {
                     RuleError::UnknownColumn {
+                        hint: suggestions(&name, self.columns),
                         name: name.clone(),
                         pos,
-                        allowed: self
-                            .columns
-                            .iter()
-                            .filter(|c| c.ty != ColumnType::Other)
-                            .map(|c| c.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
                     }
                 })?;
                 let ty = match col.ty {
@@ -693,6 +688,41 @@ impl Parser<'_> {
         };
         Ok((sql, ty))
     }
+}
+
+/// " (did you mean a, b?)" for the usable columns closest to `name` (edit distance <= 2, or
+/// `name` is a prefix), or "".
+fn suggestions(name: &str, columns: &[Column]) -> String {
+    let mut close: Vec<(usize, &str)> = columns
+        .iter()
+        .filter(|c| c.ty != ColumnType::Other)
+        .map(|c| (edit_distance(name, &c.name), c.name.as_str()))
+        .filter(|(d, c)| *d <= 2 || c.starts_with(name))
+        .collect();
+    close.sort();
+    close.truncate(3);
+    if close.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = close.iter().map(|(_, c)| *c).collect();
+        format!(" (did you mean {}?)", names.join(", "))
+    }
+}
+
+/// Levenshtein distance (bytes; column names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// A compiled rule expression.
@@ -909,9 +939,17 @@ mod tests {
     #[test]
     fn error_messages_name_the_problem() {
         let e = err("change_5m > 2 AND rsi > 3").to_string();
-        assert!(e.starts_with("unknown column \"rsi\" at position 18"), "{e}");
-        assert!(e.contains("rsi_14"), "{e}");
+        assert_eq!(e, "unknown column \"rsi\" at position 18 (did you mean rsi_14?)");
+        let e = err("chnage_5m > 1").to_string();
+        assert_eq!(
+            e,
+            "unknown column \"chnage_5m\" at position 0 (did you mean change_5m?)"
+        );
+        let e = err("open_tim > 1").to_string();
         assert!(!e.contains("open_time"), "unusable columns are not suggested: {e}");
+        assert_eq!(err("zzzzzzzzzz > 1").to_string(), "unknown column \"zzzzzzzzzz\" at position 0");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     #[test]

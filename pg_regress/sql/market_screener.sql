@@ -1,0 +1,101 @@
+-- Screener metrics and alerts on a small, hand-checkable series.
+-- (The data schema, sql/*.sql, is applied before this file runs.)
+SET client_min_messages = warning;
+SET TIME ZONE 'UTC';
+SET extra_float_digits = 0;
+
+-- 20 quiet minutes: price 100, quote volume 1000 per minute; then 5 minutes rising 0.4 per
+-- minute on 5000 per minute.
+CREATE TEMP TABLE series AS
+SELECT m, timestamptz '2024-01-01 00:00' + (m || ' minutes')::interval AS open_time,
+       CASE WHEN m < 20 THEN 100 ELSE 100 + 0.4 * (m - 19) END::numeric AS close,
+       CASE WHEN m < 20 THEN 1000 ELSE 5000 END::numeric AS quote_volume
+  FROM generate_series(0, 24) m;
+
+-- one statement per minute, as a live feed writes
+DO $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT * FROM series ORDER BY m LOOP
+    INSERT INTO market.candles_1m
+    VALUES ('TESTUSDT', r.open_time, r.open_time + interval '59.999 seconds',
+            CASE WHEN r.m < 20 THEN 100 ELSE r.close - 0.4 END, r.close + 0.1,
+            CASE WHEN r.m < 20 THEN 100 ELSE r.close - 0.4 END - 0.1, r.close,
+            r.quote_volume / r.close, r.quote_volume, 10, 0, 0);
+  END LOOP;
+END
+$$;
+
+-- windows count stored candles: at the last minute the 5m window is minutes 20..24
+SELECT symbol, open_time, candles, price, open_5m, high_5m, low_5m,
+       round(change_5m::numeric, 6) AS change_5m, vol_5m, vol_15m,
+       round(change_15m::numeric, 6) AS change_15m, round(vol_ratio_5m::numeric, 6) AS vol_ratio_5m,
+       change_1h, vol_1h, rsi_14
+  FROM market.screener;
+
+-- by hand: change_5m = (102 - 100) / 100 * 100 = 2; vol_5m = 5 x 5000; vol_15m = 25000 + 10 x 1000
+-- pioneer_bull: change_5m > 1, change_15m > 1, 3 x change_5m > change_15m, 2 x vol_5m > vol_15m.
+-- It first holds at 00:22 (5m window 18..22: 100 -> 101.2 = +1.2 %); cooldown 5 min keeps
+-- 00:23 and 00:24 silent.
+SELECT symbol, rule, open_time, price, payload->'version' AS version,
+       round((payload->'changes'->>'5m')::numeric, 6) AS change_5m,
+       payload->'volumes'->'5m' AS vol_5m
+  FROM market.alert_history ORDER BY open_time, rule;
+
+-- the backtest replays the same evaluation without writing; without cooldown every firing
+-- candle is listed
+SELECT symbol, rule, open_time FROM market.backtest('pioneer_bull', '2024-01-01', '2024-01-02');
+SELECT symbol, rule, open_time
+  FROM market.backtest('pioneer_bull', '2024-01-01', '2024-01-02', p_cooldown => false);
+-- tuning a threshold without saving it
+SELECT count(*) AS fires_with_change_5m_min_1_5
+  FROM market.backtest('pioneer_bull', '2024-01-01', '2024-01-02', NULL,
+                       '{"change_5m_min": 1.5}', false);
+SELECT symbol, open_time
+  FROM market.backtest_expression('change_5m > $x AND vol_5m > 20000', '2024-01-01', '2024-01-02',
+                                  p_config => '{"x": 1.9}');
+\set VERBOSITY terse
+SELECT * FROM market.backtest('no_such_rule', '2024-01-01', '2024-01-02');
+\set VERBOSITY default
+
+-- screener_at: the screener as of a past minute
+SELECT open_time, candles, price, change_5m FROM market.screener_at('2024-01-01 00:10');
+
+-- VCP and Fibonacci pivots are ta.vcp / ta.fib_pivots
+SELECT abs(s.vcp - v.vcp) < 1e-12 AS vcp_matches
+  FROM market.screener s,
+       (SELECT ta.vcp(close, (open + close) / 2, high, low) AS vcp
+          FROM market.candles_1m WHERE open_time = '2024-01-01 00:24') v;
+
+-- rewriting a stored minute with identical values changes nothing and fires nothing
+INSERT INTO market.candles_1m SELECT * FROM market.candles_1m WHERE open_time = '2024-01-01 00:22'
+ON CONFLICT (symbol, open_time) DO UPDATE SET close = EXCLUDED.close
+WHERE market.candles_1m.close IS DISTINCT FROM EXCLUDED.close;
+SELECT count(*) AS alerts FROM market.alert_history;
+
+-- a bulk load evaluates only its newest minute per symbol, and nothing with evaluate_alerts off
+BEGIN;
+SET LOCAL market.evaluate_alerts = off;
+INSERT INTO market.candles_1m
+SELECT 'OTHERUSDT', open_time, close_time, open, high, low, close, volume, quote_volume, trades,
+       taker_buy_volume, taker_buy_quote_volume
+  FROM market.candles_1m WHERE symbol = 'TESTUSDT';
+COMMIT;
+SELECT symbol, count(*) AS alerts FROM market.alert_history GROUP BY symbol ORDER BY symbol;
+-- without the switch the same bulk load is evaluated at its newest minute only (00:24)
+INSERT INTO market.candles_1m
+SELECT 'THIRDUSDT', open_time, close_time, open, high, low, close, volume, quote_volume, trades,
+       taker_buy_volume, taker_buy_quote_volume
+  FROM market.candles_1m WHERE symbol = 'TESTUSDT';
+SELECT symbol, rule, open_time FROM market.alert_history WHERE symbol = 'THIRDUSDT';
+
+-- the incremental state equals a rebuild from scratch
+CREATE TEMP TABLE live AS SELECT * FROM market.screener_state;
+SELECT market.rebuild_screener_state();
+SELECT count(*) AS state_rows,
+       count(*) FILTER (WHERE l IS DISTINCT FROM b) AS rows_differing
+  FROM live l FULL JOIN market.screener_state b USING (symbol, seq);
+
+-- deleting the oldest candles (retention) keeps the state of the newer ones
+DELETE FROM market.candles_1m WHERE open_time < '2024-01-01 00:05';
+SELECT symbol, min(seq), max(seq), count(*) FROM market.screener_state GROUP BY symbol ORDER BY 1;
