@@ -112,7 +112,7 @@ SELECT ROW(
                   - ((ln(i.close / i.close_m9) + i.log_return_m9) / 10) ^ 2, 0)) END,
   -- vcp of the last candle: P = close, WA = (open + close) / 2
   CASE WHEN i.high = i.low THEN 0
-       ELSE (i.close / ((i.open + i.close) / 2)) * ((i.close - i.low) - (i.high - i.close))
+       ELSE (i.close / nullif((i.open + i.close) / 2, 0)) * ((i.close - i.low) - (i.high - i.close))
             / (i.high - i.low) END,
   -- Fibonacci pivots of the 1d window
   (i.high_1440 + i.low_1440 + i.close) / 3,

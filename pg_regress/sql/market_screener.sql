@@ -99,3 +99,30 @@ SELECT count(*) AS state_rows,
 -- deleting the oldest candles (retention) keeps the state of the newer ones
 DELETE FROM market.candles_1m WHERE open_time < '2024-01-01 00:05';
 SELECT symbol, min(seq), max(seq), count(*) FROM market.screener_state GROUP BY symbol ORDER BY 1;
+
+-- a day and a half of a deterministic wave: the 1d-window metrics against the ta.* aggregates
+-- over the same 1440 candles
+INSERT INTO market.candles_1m
+SELECT 'WAVEUSDT', t, t + interval '59.999 seconds', o, greatest(o, c) + 0.25, least(o, c) - 0.25, c,
+       10, 10 * c, 5, 4, 4 * c
+  FROM (SELECT timestamptz '2024-02-01' + (m || ' minutes')::interval AS t,
+               round((100 + 10 * sin(m / 50.0))::numeric, 2) AS o,
+               round((100 + 10 * sin((m + 1) / 50.0))::numeric, 2) AS c
+          FROM generate_series(0, 2159) m) w;
+WITH s AS (SELECT * FROM market.screener WHERE symbol = 'WAVEUSDT'),
+     ref AS (
+       SELECT ta.fib_pivots(high, low, close ORDER BY open_time) AS f,
+              max(high)::float8 AS h, min(low)::float8 AS l,
+              (array_agg(open ORDER BY open_time))[1]::float8 AS o
+         FROM (SELECT * FROM market.candles_1m WHERE symbol = 'WAVEUSDT'
+                ORDER BY open_time DESC LIMIT 1440) d)
+SELECT s.candles, s.high_1d = ref.h AS high_1d_ok, s.low_1d = ref.l AS low_1d_ok,
+       s.open_1d = ref.o AS open_1d_ok,
+       s.fib_pivot = (ref.f).pivot AND s.fib_r1 = (ref.f).r1 AND s.fib_r2 = (ref.f).r2
+         AND s.fib_r3 = (ref.f).r3 AND s.fib_s1 = (ref.f).s1 AND s.fib_s2 = (ref.f).s2
+         AND s.fib_s3 = (ref.f).s3 AS fib_pivots_ok,
+       s.rsi_14 = (SELECT ta.rsi(close, 14 ORDER BY open_time) FROM market.candles_1m
+                    WHERE symbol = 'WAVEUSDT') AS rsi_ok,
+       s.macd_hist = (SELECT (ta.macd(close, 12, 26, 9 ORDER BY open_time)).macd_hist
+                        FROM market.candles_1m WHERE symbol = 'WAVEUSDT') AS macd_ok
+  FROM s, ref;

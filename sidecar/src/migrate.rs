@@ -64,6 +64,13 @@ pub async fn migrate_files(
                 during: "begin",
                 source,
             })?;
+        // the files are idempotent: their "already exists, skipping" notices are noise
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await
+            .map_err(|source| MigrateError::Db {
+                during: "set client_min_messages",
+                source,
+            })?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK_KEY])
             .await
             .map_err(|source| MigrateError::Db {

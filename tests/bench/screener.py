@@ -144,6 +144,7 @@ def main() -> int:
             close_step(conn, minute, prices, rng)
             minute += timedelta(minutes=1)
             times = []
+            detail = []
             for _ in range(args.steps):
                 times.append(close_step(conn, minute, prices, rng))
                 minute += timedelta(minutes=1)
