@@ -201,10 +201,11 @@ $$;
 COMMENT ON FUNCTION market._state_recompute(text[], timestamptz[]) IS
   'Internal: recompute market.screener_state for each (symbol, from_time) pair from that time on.';
 
--- Live path: the state row of one new candle per symbol, appended right after the symbol's
--- newest state row.  Same formulas as market._state_recompute, by lookups of the 25 earlier
--- state rows the new row needs.  plpgsql caches the plan for the session.
-CREATE OR REPLACE FUNCTION market._state_append(p_symbols text[], p_times timestamptz[])
+-- Live path, by lookups: the state row of one new candle per symbol, appended right after the
+-- symbol's newest state row.  Same formulas as market._state_recompute, by lookups of the 25
+-- earlier state rows the new row needs.  Used when the session's window cache cannot serve a
+-- symbol (see market._state_append).  plpgsql caches the plan for the session.
+CREATE OR REPLACE FUNCTION market._state_append_lookup(p_symbols text[], p_times timestamptz[])
 RETURNS bigint
 LANGUAGE plpgsql
 SET enable_mergejoin = off SET enable_sort = off AS
@@ -340,8 +341,98 @@ BEGIN
   RETURN n;
 END
 $$;
+COMMENT ON FUNCTION market._state_append_lookup(text[], timestamptz[]) IS
+  'Internal: screener_state rows for one new candle per symbol, by index lookups.';
+
+-- Live path: the state rows of one new candle per symbol.  The session keeps each symbol's
+-- sliding windows in memory (ta.screener_windows_*, pg_ta); an entry is used only when the
+-- symbol's newest state row is still the one the cache ended with (same seq and xmin), otherwise
+-- it is refilled from the last 2879 state rows.  Symbols the cache cannot serve (and every
+-- symbol when market.screener_cache = off) take market._state_append_lookup.  Both give the
+-- same rows bit for bit.
+CREATE OR REPLACE FUNCTION market._state_append(p_symbols text[], p_times timestamptz[])
+RETURNS bigint
+LANGUAGE plpgsql AS
+$$
+DECLARE
+  v_syms text[] := p_symbols;
+  v_times timestamptz[] := p_times;
+  v_done text[];
+  n bigint := 0;
+  v_pass int;
+BEGIN
+  IF coalesce(current_setting('market.screener_cache', true), '') IN ('off', 'false', '0') THEN
+    RETURN market._state_append_lookup(p_symbols, p_times);
+  END IF;
+
+  -- pass 1 serves the symbols whose cache is current; the others are refilled from their last
+  -- 2879 state rows and served by pass 2; what is still left takes the lookup path
+  FOR v_pass IN 1..2 LOOP
+    WITH t AS (
+      SELECT c.*, h.seq AS head_seq, h.xmin::text::bigint AS head_xmin, h.seq + 1 AS seq,
+             h.cum_before + h.quote_volume AS cum_before,
+             CASE WHEN c.close > 0 AND h.close > 0 THEN ln(c.close::float8 / h.close) END AS lr,
+             h.sum_log_return_sq AS prev_sum_lr2, h.rsi_state AS prev_rsi, h.macd_state AS prev_macd
+        FROM unnest(v_syms, v_times) AS t(symbol, open_time)
+        JOIN market.candles_1m c ON c.symbol = t.symbol AND c.open_time = t.open_time
+        JOIN LATERAL (SELECT s.seq, s.xmin, s.cum_before, s.quote_volume, s.close,
+                             s.sum_log_return_sq, s.rsi_state, s.macd_state
+                        FROM market.screener_state s WHERE s.symbol = t.symbol
+                       ORDER BY s.seq DESC LIMIT 1) h ON true
+    ), w AS (
+      SELECT t.*, t.prev_sum_lr2 + coalesce(t.lr * t.lr, 0) AS sum_lr2,
+             ta.screener_windows_step(t.symbol, t.head_seq, t.head_xmin, t.seq, t.open::float8, t.high::float8, t.low::float8,
+                                      t.close::float8, t.quote_volume, t.cum_before, t.lr,
+                                      t.prev_sum_lr2 + coalesce(t.lr * t.lr, 0)) AS win
+        FROM t
+      OFFSET 0
+    ), ins AS (
+      INSERT INTO market.screener_state
+      SELECT symbol, seq, open_time, close_time, open::float8, high::float8, low::float8,
+             close::float8, quote_volume, cum_before, lr, sum_lr2,
+             (win).high_5, (win).low_5, (win).high_15, (win).low_15, (win).high_60, (win).low_60, (win).high_240, (win).low_240, (win).high_480, (win).low_480, (win).high_1440, (win).low_1440,
+             ta.rsi_step(prev_rsi, close::float8, 14),
+             ta.macd_step(prev_macd, close::float8, 12, 26, 9),
+             (win).open_m1, (win).close_m1, (win).quote_volume_m1, (win).open_m2, (win).close_m2, (win).quote_volume_m2, (win).close_m9, (win).log_return_m9, (win).sum_log_return_sq_m9, (win).open_5, (win).cum_before_5, (win).cum_before_prev_5, (win).open_15, (win).cum_before_15, (win).cum_before_prev_15, (win).open_60, (win).cum_before_60, (win).cum_before_prev_60, (win).open_240, (win).cum_before_240, (win).cum_before_prev_240, (win).open_480, (win).cum_before_480, (win).cum_before_prev_480, (win).open_1440, (win).cum_before_1440, (win).cum_before_prev_1440
+        FROM w WHERE (win).seq IS NOT NULL
+      RETURNING symbol
+    )
+    SELECT array_agg(symbol) INTO v_done FROM ins;
+    n := n + coalesce(cardinality(v_done), 0);
+
+    SELECT array_agg(t.symbol), array_agg(t.open_time) INTO v_syms, v_times
+      FROM unnest(v_syms, v_times) AS t(symbol, open_time)
+     WHERE v_done IS NULL OR NOT (t.symbol = ANY (v_done));
+    EXIT WHEN v_syms IS NULL OR v_pass = 2;
+
+    PERFORM ta.screener_windows_load(
+              l.symbol, l.head_xmin, l.seq, l.open, l.high, l.low, l.close, l.quote_volume,
+              l.cum_before, l.log_return, l.sum_log_return_sq)
+       FROM (SELECT r.symbol,
+                    (array_agg(r.xmin::text::bigint ORDER BY r.seq DESC))[1] AS head_xmin,
+                    array_agg(r.seq ORDER BY r.seq) AS seq,
+                    array_agg(r.open ORDER BY r.seq) AS open,
+                    array_agg(r.high ORDER BY r.seq) AS high,
+                    array_agg(r.low ORDER BY r.seq) AS low,
+                    array_agg(r.close ORDER BY r.seq) AS close,
+                    array_agg(r.quote_volume ORDER BY r.seq) AS quote_volume,
+                    array_agg(r.cum_before ORDER BY r.seq) AS cum_before,
+                    array_agg(r.log_return ORDER BY r.seq) AS log_return,
+                    array_agg(r.sum_log_return_sq ORDER BY r.seq) AS sum_log_return_sq
+               FROM unnest(v_syms) AS v(symbol)
+               JOIN LATERAL (SELECT s.xmin, s.* FROM market.screener_state s
+                              WHERE s.symbol = v.symbol ORDER BY s.seq DESC LIMIT 2879) r ON true
+              GROUP BY r.symbol) l;
+  END LOOP;
+
+  IF v_syms IS NOT NULL THEN
+    n := n + market._state_append_lookup(v_syms, v_times);
+  END IF;
+  RETURN n;
+END
+$$;
 COMMENT ON FUNCTION market._state_append(text[], timestamptz[]) IS
-  'Internal: screener_state rows for one new candle per symbol, appended after the newest state row.';
+  'Internal: screener_state rows for one new candle per symbol (window cache, else lookups).';
 
 CREATE OR REPLACE FUNCTION market.rebuild_screener_state(p_symbol text DEFAULT NULL)
 RETURNS bigint

@@ -57,47 +57,54 @@ COMMENT ON TYPE market.screener_row IS
   'closes. Every window metric is NULL until its window is full.';
 
 -- The one definition of every metric, shared by the live path, market.screener_at() and
--- market.screener_range().  A single-expression SQL function, so PostgreSQL inlines it into
--- the calling query (and plpgsql caches that plan): no per-call function overhead.
+-- market.screener_range().  A single-SELECT SQL function used in FROM, so PostgreSQL inlines
+-- it into the calling query (and plpgsql caches that plan): no per-row function call.
 -- VCP and Fibonacci pivots are the formulas of ta.vcp and ta.fib_pivots over one candle / the
 -- 1d window (pg_regress/sql/screener.sql checks them against those aggregates).
 CREATE OR REPLACE FUNCTION market._metrics(i market.screener_state)
-RETURNS market.screener_row
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
+RETURNS SETOF market.screener_row
+LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 1 AS
 $$
-SELECT ROW(
+SELECT
+
   i.symbol, i.open_time, i.close_time, i.seq, i.close,
   (i.close - i.open) / nullif(i.open, 0) * 100, i.quote_volume,
   -- 5m
   i.open_5, i.high_5, i.low_5, (i.close - i.open_5) / nullif(i.open_5, 0) * 100,
   (i.high_5 - i.low_5) / nullif(i.low_5, 0) * 100,
   i.cum_before + i.quote_volume - i.cum_before_5,
-  ((i.cum_before + i.quote_volume - i.cum_before_5) / nullif(i.cum_before_5 - i.cum_before_prev_5, 0))::float8,
+  (i.cum_before + i.quote_volume - i.cum_before_5)::float8
+    / nullif((i.cum_before_5 - i.cum_before_prev_5)::float8, 0),
   -- 15m
   i.open_15, i.high_15, i.low_15, (i.close - i.open_15) / nullif(i.open_15, 0) * 100,
   (i.high_15 - i.low_15) / nullif(i.low_15, 0) * 100,
   i.cum_before + i.quote_volume - i.cum_before_15,
-  ((i.cum_before + i.quote_volume - i.cum_before_15) / nullif(i.cum_before_15 - i.cum_before_prev_15, 0))::float8,
+  (i.cum_before + i.quote_volume - i.cum_before_15)::float8
+    / nullif((i.cum_before_15 - i.cum_before_prev_15)::float8, 0),
   -- 1h
   i.open_60, i.high_60, i.low_60, (i.close - i.open_60) / nullif(i.open_60, 0) * 100,
   (i.high_60 - i.low_60) / nullif(i.low_60, 0) * 100,
   i.cum_before + i.quote_volume - i.cum_before_60,
-  ((i.cum_before + i.quote_volume - i.cum_before_60) / nullif(i.cum_before_60 - i.cum_before_prev_60, 0))::float8,
+  (i.cum_before + i.quote_volume - i.cum_before_60)::float8
+    / nullif((i.cum_before_60 - i.cum_before_prev_60)::float8, 0),
   -- 4h
   i.open_240, i.high_240, i.low_240, (i.close - i.open_240) / nullif(i.open_240, 0) * 100,
   (i.high_240 - i.low_240) / nullif(i.low_240, 0) * 100,
   i.cum_before + i.quote_volume - i.cum_before_240,
-  ((i.cum_before + i.quote_volume - i.cum_before_240) / nullif(i.cum_before_240 - i.cum_before_prev_240, 0))::float8,
+  (i.cum_before + i.quote_volume - i.cum_before_240)::float8
+    / nullif((i.cum_before_240 - i.cum_before_prev_240)::float8, 0),
   -- 8h
   i.open_480, i.high_480, i.low_480, (i.close - i.open_480) / nullif(i.open_480, 0) * 100,
   (i.high_480 - i.low_480) / nullif(i.low_480, 0) * 100,
   i.cum_before + i.quote_volume - i.cum_before_480,
-  ((i.cum_before + i.quote_volume - i.cum_before_480) / nullif(i.cum_before_480 - i.cum_before_prev_480, 0))::float8,
+  (i.cum_before + i.quote_volume - i.cum_before_480)::float8
+    / nullif((i.cum_before_480 - i.cum_before_prev_480)::float8, 0),
   -- 1d
   i.open_1440, i.high_1440, i.low_1440, (i.close - i.open_1440) / nullif(i.open_1440, 0) * 100,
   (i.high_1440 - i.low_1440) / nullif(i.low_1440, 0) * 100,
   i.cum_before + i.quote_volume - i.cum_before_1440,
-  ((i.cum_before + i.quote_volume - i.cum_before_1440) / nullif(i.cum_before_1440 - i.cum_before_prev_1440, 0))::float8,
+  (i.cum_before + i.quote_volume - i.cum_before_1440)::float8
+    / nullif((i.cum_before_1440 - i.cum_before_prev_1440)::float8, 0),
   -- the last 3 candles
   CASE WHEN i.seq >= 3 THEN least((i.close - i.open) / nullif(i.open, 0),
                                   (i.close_m1 - i.open_m1) / nullif(i.open_m1, 0),
@@ -123,7 +130,6 @@ SELECT ROW(
   (i.high_1440 + i.low_1440 + i.close) / 3 - 0.618 * (i.high_1440 - i.low_1440),
   (i.high_1440 + i.low_1440 + i.close) / 3 - 1.0 * (i.high_1440 - i.low_1440),
   i.rsi_state[1], i.macd_state[1], i.macd_state[2], i.macd_state[3]
-)::market.screener_row
 $$;
 COMMENT ON FUNCTION market._metrics(market.screener_state) IS
   'Internal: the screener metrics formulas (see COMMENT ON TYPE market.screener_row).';

@@ -50,38 +50,39 @@ COMMENT ON FUNCTION market._alert_payload(market.screener_row, integer, text) IS
 -- Rule evaluation.  The enabled rules are compiled into the static SQL of a generated plpgsql
 -- function, market._fire_rules(), regenerated whenever market.alert_rules changes, so the
 -- evaluation plan is prepared once per session instead of at every candle close.
-CREATE OR REPLACE FUNCTION market._rules_query(p_branches text) RETURNS text
+CREATE OR REPLACE FUNCTION market._rules_query(p_conditions text) RETURNS text
 LANGUAGE sql IMMUTABLE AS
 $f$
 SELECT format($q$
     WITH mm AS MATERIALIZED (
-      SELECT m AS x FROM market._state_at(p_symbols, p_seqs) s, LATERAL market._metrics(s) m
-    ), m AS (
-      SELECT (x).* FROM mm
+      SELECT m.* FROM market._state_at(p_symbols, p_seqs) s, market._metrics(s) m
     ), fired AS (
-      %s
+      SELECT a.x, r.rule_id
+        FROM (SELECT m::market.screener_row AS x, array_remove(ARRAY[%s]::int[], NULL) AS ids
+                FROM mm m) a,
+             unnest(a.ids) AS r(rule_id)
     ), ins AS (
       INSERT INTO market.alert_history AS h
              (symbol, rule_id, rule, open_time, close_time, price, payload)
-      SELECT (mm.x).symbol, r.rule_id, r.name, (mm.x).open_time, (mm.x).close_time, (mm.x).price,
-             market._alert_payload(mm.x, r.rule_id, r.name)
+      SELECT (f.x).symbol, r.rule_id, r.name, (f.x).open_time, (f.x).close_time, (f.x).price,
+             market._alert_payload(f.x, r.rule_id, r.name)
         FROM fired f
         JOIN market.alert_rules r ON r.rule_id = f.rule_id
-        JOIN mm ON (mm.x).symbol = f.symbol
        WHERE NOT EXISTS (
                SELECT 1 FROM market.alert_history p
-                WHERE p.symbol = f.symbol AND p.rule_id = f.rule_id
-                  AND p.open_time < (mm.x).open_time
-                  AND p.open_time > (mm.x).open_time - r.cooldown)
+                WHERE p.symbol = (f.x).symbol AND p.rule_id = f.rule_id
+                  AND p.open_time < (f.x).open_time
+                  AND p.open_time > (f.x).open_time - r.cooldown)
       ON CONFLICT DO NOTHING
       RETURNING h.payload
     )
-    SELECT count(pg_notify(market.alert_channel(), payload::text))::int FROM ins$q$, p_branches)
+    SELECT count(pg_notify(market.alert_channel(), payload::text))::int FROM ins$q$, p_conditions)
 $f$;
 
+-- One rule as an element of the evaluator's array: its id when it fires, else NULL.
 CREATE OR REPLACE FUNCTION market._rule_branch(p_rule_id integer, p_compiled text) RETURNS text
 LANGUAGE sql IMMUTABLE AS
-$$ SELECT format('SELECT %s AS rule_id, m.symbol FROM m WHERE %s', p_rule_id, p_compiled) $$;
+$$ SELECT format('CASE WHEN %s THEN %s END', p_compiled, p_rule_id) $$;
 
 CREATE OR REPLACE FUNCTION market._regenerate_evaluator() RETURNS void
 LANGUAGE plpgsql AS
@@ -91,7 +92,7 @@ DECLARE
   v_body text;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('market._fire_rules'));
-  SELECT string_agg(market._rule_branch(rule_id, compiled), E'\n      UNION ALL ' ORDER BY rule_id)
+  SELECT string_agg(market._rule_branch(rule_id, compiled), E',\n        ' ORDER BY rule_id)
     INTO v_branches FROM market.alert_rules WHERE enabled;
   IF v_branches IS NULL THEN
     v_body := 'BEGIN RETURN 0; END';

@@ -4,12 +4,11 @@
 //! Layout: `indicators` and `rules` are plain Rust (no pgrx; tested with `cargo test`);
 //! `pg` holds the thin SQL wrappers (aggregates, functions, composite types).
 
-
-
 ::pgrx::pg_module_magic!(name, version);
 
 pub mod indicators;
 pub mod rules;
+pub mod screener;
 
 mod pg;
 

@@ -65,8 +65,9 @@ UPDATE market.alert_rules SET enabled = false WHERE name = 'flat_1m';
 
 -- the generated evaluator follows the table
 SELECT count(*) AS enabled_rules FROM market.alert_rules WHERE enabled;
-SELECT array_length(regexp_split_to_array(prosrc, 'UNION ALL'), 1) AS rule_branches
-  FROM pg_proc WHERE oid = 'market._fire_rules(text[], bigint[])'::regprocedure;
+SELECT count(*) AS rule_branches
+  FROM pg_proc, regexp_matches(prosrc, 'THEN \d+ END', 'g')
+ WHERE pg_proc.oid = 'market._fire_rules(text[], bigint[])'::regprocedure;
 
 -- re-applying the schema keeps user edits (config values, enabled flags, custom rules)
 \set ECHO none

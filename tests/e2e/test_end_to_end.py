@@ -266,8 +266,10 @@ def test_end_to_end(tmp_path):
                 n = c.execute("SELECT count(*) FROM market.candles_1m").fetchone()[0]
                 if n >= len(kl):
                     break
-                if not stream.alive():
-                    pytest.fail(f"ta-feed stream exited early (code {stream.p.returncode})")
+                for ch in (stream, replay, listen):
+                    if not ch.alive():
+                        pytest.fail(f"ta-feed {ch.name} exited early (code {ch.p.returncode}) "
+                                    f"with {n} of {len(kl)} candles stored")
                 _deadline_check(deadline, f"streaming ({n} of {len(kl)} candles stored)")
                 if time.monotonic() - last_report > 30:
                     print(f"  {time.monotonic() - t_stream:5.0f} s: {n} candles stored")
@@ -447,7 +449,7 @@ def check_alerts(conn, kl, stream: Child, listen: Child, synthetic: bool) -> np.
                             f"LISTEN-only {sorted(got_l - exp)[:5]}, "
                             f"history vs LISTEN {sorted(got_h ^ got_l)[:5]}")
     bear = "big_bear_60"
-    print(f"    {bear}: {len(cand_any[bear])} candidate minutes in the week, "
+    print(f"    {bear}: {len(cand_any[bear])} candidate minutes in the file, "
           f"{len(exp_all[bear])} at live-evaluated minutes, {len(exp_cd[bear])} fired; the "
           f"5-minute cooldown suppressed {len(exp_all[bear]) - len(exp_cd[bear])}, "
           f"{len(cand_any[bear]) - len(exp_all[bear])} fell on backfilled minutes (not evaluated)")
@@ -499,9 +501,10 @@ def check_dedup(conn, path: str, kl, evaluated):
 
     # re-write stored minutes with identical values, evaluation on, while LISTENing
     newest = conn.execute("SELECT max(open_time) FROM market.candles_1m").fetchone()[0]
-    alerted = conn.execute("SELECT open_time FROM market.alert_history"
-                           " ORDER BY open_time DESC LIMIT 1").fetchone()
-    minutes = [newest] + ([alerted[0]] if alerted and alerted[0] != newest else [])
+    alerted = conn.execute("SELECT open_time FROM market.alert_history WHERE open_time < %s"
+                           " ORDER BY rule = 'big_bear_60' DESC, open_time DESC LIMIT 1",
+                           (newest,)).fetchone()
+    minutes = [newest] + ([alerted[0]] if alerted else [])
     cols = ["close_time", "open", "high", "low", "close", "volume", "quote_volume", "trades",
             "taker_buy_volume", "taker_buy_quote_volume"]
     same = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
@@ -534,7 +537,8 @@ def check_dedup(conn, path: str, kl, evaluated):
     hist_after = conn.execute("SELECT symbol, rule_id, open_time, fired_at, payload::text"
                               " FROM market.alert_history ORDER BY 1, 2, 3").fetchall()
     print(f"    re-writing {len(minutes)} stored minute(s) (the newest"
-          f"{' and the last alerted' if len(minutes) > 1 else ''}) with identical values, "
+          f"{' and the last big_bear_60 alert' if len(minutes) > 1 else ''}) with identical "
+          "values, "
           f"3 ways, evaluation on: {len(notes)} NOTIFY, alert_history "
           f"{len(hist_before)} -> {len(hist_after)} rows")
     assert not notes, f"identical re-writes sent NOTIFY: {[n.payload[:200] for n in notes]}"

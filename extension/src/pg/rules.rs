@@ -7,8 +7,12 @@ use crate::rules::expr::{self, Column, ColumnType, RuleError};
 
 fn column_type(oid: pg_sys::Oid) -> ColumnType {
     match oid {
-        pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::FLOAT4OID
-        | pg_sys::FLOAT8OID | pg_sys::NUMERICOID => ColumnType::Number,
+        pg_sys::INT2OID
+        | pg_sys::INT4OID
+        | pg_sys::INT8OID
+        | pg_sys::FLOAT4OID
+        | pg_sys::FLOAT8OID
+        | pg_sys::NUMERICOID => ColumnType::Number,
         pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID | pg_sys::NAMEOID => {
             ColumnType::Text
         }
@@ -24,9 +28,9 @@ fn sqlstate(e: &RuleError) -> PgSqlErrorCode {
         RuleError::UnknownFunction { .. } | RuleError::Arity { .. } => {
             PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION
         }
-        RuleError::Type { .. } | RuleError::UnusableColumn { .. } | RuleError::NotBoolean { .. } => {
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH
-        }
+        RuleError::Type { .. }
+        | RuleError::UnusableColumn { .. }
+        | RuleError::NotBoolean { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
         RuleError::MissingParameter { .. } | RuleError::BadParameter { .. } => {
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
         }

@@ -176,7 +176,11 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, RuleError> {
                 out.push((Tok::Op(op), start));
             }
             b'>' => {
-                let op = if b.get(i + 1) == Some(&b'=') { ">=" } else { ">" };
+                let op = if b.get(i + 1) == Some(&b'=') {
+                    ">="
+                } else {
+                    ">"
+                };
                 i += op.len();
                 out.push((Tok::Op(op), start));
             }
@@ -464,8 +468,7 @@ impl Parser<'_> {
             let not = if neg { "NOT " } else { "" };
             return Ok((format!("({l} IS {not}{what})"), Ty::Bool));
         }
-        let neg = if self.is_kw("not") && (self.is_kw_at(1, "between") || self.is_kw_at(1, "in"))
-        {
+        let neg = if self.is_kw("not") && (self.is_kw_at(1, "between") || self.is_kw_at(1, "in")) {
             self.pos += 1;
             true
         } else {
@@ -494,7 +497,11 @@ impl Parser<'_> {
                 if Ty::unify(lt, et).is_none() {
                     return Err(RuleError::Type {
                         pos: p,
-                        msg: format!("IN list item is {}, but the value is {}", et.name(), lt.name()),
+                        msg: format!(
+                            "IN list item is {}, but the value is {}",
+                            et.name(),
+                            lt.name()
+                        ),
                     });
                 }
                 items.push(e);
@@ -600,13 +607,15 @@ impl Parser<'_> {
                 if self.peek() == Some(&Tok::LParen) {
                     return self.call(name, pos);
                 }
-                let col = self.columns.iter().find(|c| c.name == name).ok_or_else(|| {
-                    RuleError::UnknownColumn {
+                let col = self
+                    .columns
+                    .iter()
+                    .find(|c| c.name == name)
+                    .ok_or_else(|| RuleError::UnknownColumn {
                         hint: suggestions(&name, self.columns),
                         name: name.clone(),
                         pos,
-                    }
-                })?;
+                    })?;
                 let ty = match col.ty {
                     ColumnType::Number => Ty::Num,
                     ColumnType::Text => Ty::Text,
@@ -751,7 +760,11 @@ pub fn parameter_literal(value: &serde_json::Value) -> Result<String, String> {
     if !is_number(body) {
         return Err(value.to_string());
     }
-    Ok(if neg { format!("-{body}") } else { body.to_string() })
+    Ok(if neg {
+        format!("-{body}")
+    } else {
+        body.to_string()
+    })
 }
 
 /// Compile `expression` against `columns`, resolving `$params` in `config`
@@ -900,17 +913,33 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_safe_boolean_expression() {
         // TC: unknown column
-        assert!(matches!(err("chnage_5m > 1"), RuleError::UnknownColumn { ref name, pos: 0, .. } if name == "chnage_5m"));
+        assert!(
+            matches!(err("chnage_5m > 1"), RuleError::UnknownColumn { ref name, pos: 0, .. } if name == "chnage_5m")
+        );
         // TC: subqueries and statements cannot even be tokenised/parsed
-        assert!(matches!(err("(select 1) > 0"), RuleError::UnknownColumn { ref name, .. } if name == "select"));
-        assert!(matches!(err("1 > 0; drop table x"), RuleError::Syntax { .. }));
-        assert!(matches!(err("change_5m > 1 -- c"), RuleError::Syntax { .. }));
+        assert!(
+            matches!(err("(select 1) > 0"), RuleError::UnknownColumn { ref name, .. } if name == "select")
+        );
+        assert!(matches!(
+            err("1 > 0; drop table x"),
+            RuleError::Syntax { .. }
+        ));
+        assert!(matches!(
+            err("change_5m > 1 -- c"),
+            RuleError::Syntax { .. }
+        ));
         assert!(matches!(err("\"change_5m\" > 1"), RuleError::Syntax { .. }));
         // TC: functions outside the list
-        assert!(matches!(err("pg_sleep(1) IS NULL"), RuleError::UnknownFunction { .. }));
+        assert!(matches!(
+            err("pg_sleep(1) IS NULL"),
+            RuleError::UnknownFunction { .. }
+        ));
         assert!(matches!(err("abs(1, 2) > 0"), RuleError::Arity { .. }));
         // TC: parameters
-        assert!(matches!(err("change_5m > $nope"), RuleError::MissingParameter { .. }));
+        assert!(matches!(
+            err("change_5m > $nope"),
+            RuleError::MissingParameter { .. }
+        ));
         assert!(matches!(
             compile("change_5m > $k", &cols(), &json!({"k": "1; drop"})),
             Err(RuleError::BadParameter { .. })
@@ -923,12 +952,18 @@ mod tests {
         assert!(matches!(err("change_5m + 1"), RuleError::NotBoolean { .. }));
         assert!(matches!(err("symbol > 1"), RuleError::Type { .. }));
         assert!(matches!(err("change_5m AND true"), RuleError::Type { .. }));
-        assert!(matches!(err("open_time > 1"), RuleError::UnusableColumn { .. }));
+        assert!(matches!(
+            err("open_time > 1"),
+            RuleError::UnusableColumn { .. }
+        ));
         // TC: syntax
         assert!(matches!(err(""), RuleError::Empty));
         assert!(matches!(err("   "), RuleError::Empty));
         assert!(matches!(err("change_5m >"), RuleError::Syntax { .. }));
-        assert!(matches!(err("change_5m > 1 change_15m"), RuleError::Syntax { .. }));
+        assert!(matches!(
+            err("change_5m > 1 change_15m"),
+            RuleError::Syntax { .. }
+        ));
         assert!(matches!(err("change_5m > 1.2.3"), RuleError::Syntax { .. }));
         assert!(matches!(err("change_5m > 1e"), RuleError::Syntax { .. }));
         assert!(matches!(err("'unterminated > 1"), RuleError::Syntax { .. }));
@@ -939,15 +974,24 @@ mod tests {
     #[test]
     fn error_messages_name_the_problem() {
         let e = err("change_5m > 2 AND rsi > 3").to_string();
-        assert_eq!(e, "unknown column \"rsi\" at position 18 (did you mean rsi_14?)");
+        assert_eq!(
+            e,
+            "unknown column \"rsi\" at position 18 (did you mean rsi_14?)"
+        );
         let e = err("chnage_5m > 1").to_string();
         assert_eq!(
             e,
             "unknown column \"chnage_5m\" at position 0 (did you mean change_5m?)"
         );
         let e = err("open_tim > 1").to_string();
-        assert!(!e.contains("open_time"), "unusable columns are not suggested: {e}");
-        assert_eq!(err("zzzzzzzzzz > 1").to_string(), "unknown column \"zzzzzzzzzz\" at position 0");
+        assert!(
+            !e.contains("open_time"),
+            "unusable columns are not suggested: {e}"
+        );
+        assert_eq!(
+            err("zzzzzzzzzz > 1").to_string(),
+            "unknown column \"zzzzzzzzzz\" at position 0"
+        );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
     }
