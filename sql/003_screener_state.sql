@@ -101,7 +101,9 @@ BEGIN
     SELECT symbol, min(from_time) AS from_time
       FROM unnest(p_symbols, p_from) AS f(symbol, from_time) GROUP BY symbol
   ), base AS (
-    SELECT f.symbol, f.from_time, coalesce(b.seq, 0) AS seq,
+    -- a symbol without state rows is computed from its first candle
+    SELECT f.symbol, CASE WHEN b.seq IS NULL THEN '-infinity' ELSE f.from_time END AS from_time,
+           coalesce(b.seq, 0) AS seq,
            coalesce(b.cum_before + b.quote_volume, 0) AS cum_qv,
            coalesce(b.sum_log_return_sq, 0) AS sum_lr2,
            b.rsi_state, b.macd_state
@@ -205,31 +207,32 @@ COMMENT ON FUNCTION market._state_recompute(text[], timestamptz[]) IS
 -- symbol's newest state row.  Same formulas as market._state_recompute, by lookups of the 25
 -- earlier state rows the new row needs.  Used when the session's window cache cannot serve a
 -- symbol (see market._state_append).  plpgsql caches the plan for the session.
-CREATE OR REPLACE FUNCTION market._state_append_lookup(p_symbols text[], p_times timestamptz[])
-RETURNS bigint
+CREATE OR REPLACE FUNCTION market._state_append_lookup(p_candles market.candles_1m[])
+RETURNS TABLE (symbol text, seq bigint)
 LANGUAGE plpgsql
 SET enable_mergejoin = off SET enable_sort = off AS
 $$
+#variable_conflict use_column
 DECLARE
   -- offsets (in candles) of the earlier state rows a new row needs; i below is the position
   -- of an offset in this array
   offs constant int[] := '{1, 2, 3, 4, 5, 9, 10, 14, 15, 29, 30, 45, 59, 60, 119, 120, 180, 239, 240, 479, 480, 959, 960, 1439, 2879}';
   v_times timestamptz[];
-  n bigint;
 BEGIN
   -- Rows of one minute are stored together, so the earlier rows of every symbol are fetched
   -- with one index scan on (open_time, symbol) per needed minute when the symbol has no gap
   -- in between (seq matches); otherwise by (symbol, seq).
   SELECT array_agg(DISTINCT t.open_time - o.off * interval '1 minute')
     INTO v_times
-    FROM unnest(p_times) AS t(open_time), unnest(offs) AS o(off);
+    FROM unnest(p_candles) AS t, unnest(offs) AS o(off);
 
+  RETURN QUERY
   WITH t AS (
     SELECT c.*, h.seq + 1 AS seq
-      FROM unnest(p_symbols, p_times) AS t(symbol, open_time)
-      JOIN market.candles_1m c ON c.symbol = t.symbol AND c.open_time = t.open_time
-      JOIN LATERAL (SELECT seq FROM market.screener_state s WHERE s.symbol = t.symbol
-                     ORDER BY s.seq DESC LIMIT 1) h ON true
+      FROM unnest(p_candles) AS c
+      JOIN LATERAL (SELECT s.seq, s.open_time FROM market.screener_state s
+                     WHERE s.symbol = c.symbol ORDER BY s.seq DESC LIMIT 1) h ON true
+     WHERE c.open_time > h.open_time
   ), need AS (
     SELECT t.symbol, t.seq - o.off AS want, o.i
       FROM t CROSS JOIN unnest(offs) WITH ORDINALITY AS o(off, i)
@@ -335,14 +338,14 @@ BEGIN
            ta.macd_step(macd_m1, close, 12, 26, 9),
            open_m1, close_m1, quote_volume_m1, open_m2, close_m2, quote_volume_m2, close_m9, log_return_m9, sum_lr2_m9, open_5, cum_before_5, cum_before_prev_5, open_15, cum_before_15, cum_before_prev_15, open_60, cum_before_60, cum_before_prev_60, open_240, cum_before_240, cum_before_prev_240, open_480, cum_before_480, cum_before_prev_480, open_1440, cum_before_1440, cum_before_prev_1440
       FROM l480
-    RETURNING 1
+    RETURNING symbol, seq
   )
-  SELECT count(*) INTO n FROM ins;
-  RETURN n;
+  SELECT ins.symbol::text, ins.seq FROM ins;
 END
 $$;
-COMMENT ON FUNCTION market._state_append_lookup(text[], timestamptz[]) IS
-  'Internal: screener_state rows for one new candle per symbol, by index lookups.';
+COMMENT ON FUNCTION market._state_append_lookup(market.candles_1m[]) IS
+  'Internal: screener_state rows for one new candle per symbol (only candles after the '
+  'symbol''s newest state row), by index lookups; returns the rows appended.';
 
 -- Live path: the state rows of one new candle per symbol.  The session keeps each symbol's
 -- sliding windows in memory (ta.screener_windows_*, pg_ta); an entry is used only when the
@@ -350,60 +353,72 @@ COMMENT ON FUNCTION market._state_append_lookup(text[], timestamptz[]) IS
 -- it is refilled from the last 2879 state rows.  Symbols the cache cannot serve (and every
 -- symbol when market.screener_cache = off) take market._state_append_lookup.  Both give the
 -- same rows bit for bit.
-CREATE OR REPLACE FUNCTION market._state_append(p_symbols text[], p_times timestamptz[])
-RETURNS bigint
+CREATE OR REPLACE FUNCTION market._state_append(p_candles market.candles_1m[])
+RETURNS TABLE (symbol text, seq bigint)
 LANGUAGE plpgsql AS
 $$
+#variable_conflict use_column
 DECLARE
-  v_syms text[] := p_symbols;
-  v_times timestamptz[] := p_times;
+  v_candles market.candles_1m[] := p_candles;
+  v_syms text[];
   v_done text[];
-  n bigint := 0;
+  v_done_seqs bigint[];
   v_pass int;
 BEGIN
   IF coalesce(current_setting('market.screener_cache', true), '') IN ('off', 'false', '0') THEN
-    RETURN market._state_append_lookup(p_symbols, p_times);
+    RETURN QUERY SELECT * FROM market._state_append_lookup(p_candles);
+    RETURN;
   END IF;
 
   -- pass 1 serves the symbols whose cache is current; the others are refilled from their last
   -- 2879 state rows and served by pass 2; what is still left takes the lookup path
   FOR v_pass IN 1..2 LOOP
     WITH t AS (
-      SELECT c.*, h.seq AS head_seq, h.xmin::text::bigint AS head_xmin, h.seq + 1 AS seq,
-             h.cum_before + h.quote_volume AS cum_before,
-             CASE WHEN c.close > 0 AND h.close > 0 THEN ln(c.close::float8 / h.close) END AS lr,
+      -- numeric prices become double precision once (the cast goes through text)
+      SELECT c.symbol, c.open_time, c.close_time, c.quote_volume,
+             c.open::float8 AS open, c.high::float8 AS high, c.low::float8 AS low,
+             c.close::float8 AS close, h.seq AS head_seq, h.xmin::text::bigint AS head_xmin,
+             h.seq + 1 AS seq, h.cum_before + h.quote_volume AS cum_before, h.close AS prev_close,
              h.sum_log_return_sq AS prev_sum_lr2, h.rsi_state AS prev_rsi, h.macd_state AS prev_macd
-        FROM unnest(v_syms, v_times) AS t(symbol, open_time)
-        JOIN market.candles_1m c ON c.symbol = t.symbol AND c.open_time = t.open_time
-        JOIN LATERAL (SELECT s.seq, s.xmin, s.cum_before, s.quote_volume, s.close,
+        FROM unnest(v_candles) AS c
+        JOIN LATERAL (SELECT s.seq, s.xmin, s.open_time, s.cum_before, s.quote_volume, s.close,
                              s.sum_log_return_sq, s.rsi_state, s.macd_state
-                        FROM market.screener_state s WHERE s.symbol = t.symbol
+                        FROM market.screener_state s WHERE s.symbol = c.symbol
                        ORDER BY s.seq DESC LIMIT 1) h ON true
-    ), w AS (
-      SELECT t.*, t.prev_sum_lr2 + coalesce(t.lr * t.lr, 0) AS sum_lr2,
-             ta.screener_windows_step(t.symbol, t.head_seq, t.head_xmin, t.seq, t.open::float8, t.high::float8, t.low::float8,
-                                      t.close::float8, t.quote_volume, t.cum_before, t.lr,
-                                      t.prev_sum_lr2 + coalesce(t.lr * t.lr, 0)) AS win
+       WHERE c.open_time > h.open_time
+    ), tl AS (
+      SELECT t.*, CASE WHEN t.close > 0 AND t.prev_close > 0 THEN ln(t.close / t.prev_close) END AS lr
         FROM t
+    ), w AS (
+      SELECT tl.*, tl.prev_sum_lr2 + coalesce(tl.lr * tl.lr, 0) AS sum_lr2,
+             ta.screener_windows_step(tl.symbol, tl.head_seq, tl.head_xmin, tl.seq, tl.open,
+                                      tl.high, tl.low, tl.close, tl.quote_volume, tl.cum_before,
+                                      tl.lr, tl.prev_sum_lr2 + coalesce(tl.lr * tl.lr, 0)) AS win
+        FROM tl
       OFFSET 0
     ), ins AS (
       INSERT INTO market.screener_state
-      SELECT symbol, seq, open_time, close_time, open::float8, high::float8, low::float8,
-             close::float8, quote_volume, cum_before, lr, sum_lr2,
+      SELECT symbol, seq, open_time, close_time, open, high, low, close, quote_volume,
+             cum_before, lr, sum_lr2,
              (win).high_5, (win).low_5, (win).high_15, (win).low_15, (win).high_60, (win).low_60, (win).high_240, (win).low_240, (win).high_480, (win).low_480, (win).high_1440, (win).low_1440,
-             ta.rsi_step(prev_rsi, close::float8, 14),
-             ta.macd_step(prev_macd, close::float8, 12, 26, 9),
+             ta.rsi_step(prev_rsi, close, 14),
+             ta.macd_step(prev_macd, close, 12, 26, 9),
              (win).open_m1, (win).close_m1, (win).quote_volume_m1, (win).open_m2, (win).close_m2, (win).quote_volume_m2, (win).close_m9, (win).log_return_m9, (win).sum_log_return_sq_m9, (win).open_5, (win).cum_before_5, (win).cum_before_prev_5, (win).open_15, (win).cum_before_15, (win).cum_before_prev_15, (win).open_60, (win).cum_before_60, (win).cum_before_prev_60, (win).open_240, (win).cum_before_240, (win).cum_before_prev_240, (win).open_480, (win).cum_before_480, (win).cum_before_prev_480, (win).open_1440, (win).cum_before_1440, (win).cum_before_prev_1440
         FROM w WHERE (win).seq IS NOT NULL
-      RETURNING symbol
+      RETURNING symbol, seq
     )
-    SELECT array_agg(symbol) INTO v_done FROM ins;
-    n := n + coalesce(cardinality(v_done), 0);
+    SELECT array_agg(ins.symbol), array_agg(ins.seq) INTO v_done, v_done_seqs FROM ins;
+    RETURN QUERY SELECT * FROM unnest(v_done, v_done_seqs);
 
-    SELECT array_agg(t.symbol), array_agg(t.open_time) INTO v_syms, v_times
-      FROM unnest(v_syms, v_times) AS t(symbol, open_time)
-     WHERE v_done IS NULL OR NOT (t.symbol = ANY (v_done));
-    EXIT WHEN v_syms IS NULL OR v_pass = 2;
+    IF cardinality(v_done) = cardinality(v_candles) THEN
+      v_candles := NULL;
+      EXIT;
+    END IF;
+    SELECT array_agg(c), array_agg(c.symbol) INTO v_candles, v_syms
+      FROM unnest(v_candles) AS c
+      LEFT JOIN unnest(v_done) AS d(symbol) ON d.symbol = c.symbol
+     WHERE d.symbol IS NULL;
+    EXIT WHEN v_candles IS NULL OR v_pass = 2;
 
     PERFORM ta.screener_windows_load(
               l.symbol, l.head_xmin, l.seq, l.open, l.high, l.low, l.close, l.quote_volume,
@@ -425,14 +440,15 @@ BEGIN
               GROUP BY r.symbol) l;
   END LOOP;
 
-  IF v_syms IS NOT NULL THEN
-    n := n + market._state_append_lookup(v_syms, v_times);
+  -- whatever the cache could not serve (or no candle at all was served)
+  IF v_candles IS NOT NULL THEN
+    RETURN QUERY SELECT * FROM market._state_append_lookup(v_candles);
   END IF;
-  RETURN n;
 END
 $$;
-COMMENT ON FUNCTION market._state_append(text[], timestamptz[]) IS
-  'Internal: screener_state rows for one new candle per symbol (window cache, else lookups).';
+COMMENT ON FUNCTION market._state_append(market.candles_1m[]) IS
+  'Internal: screener_state rows for one new candle per symbol (only candles after the '
+  'symbol''s newest state row; window cache, else lookups); returns the rows appended.';
 
 CREATE OR REPLACE FUNCTION market.rebuild_screener_state(p_symbol text DEFAULT NULL)
 RETURNS bigint

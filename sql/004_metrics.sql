@@ -106,10 +106,12 @@ SELECT
   (i.cum_before + i.quote_volume - i.cum_before_1440)::float8
     / nullif((i.cum_before_1440 - i.cum_before_prev_1440)::float8, 0),
   -- the last 3 candles
-  CASE WHEN i.seq >= 3 THEN least((i.close - i.open) / nullif(i.open, 0),
+  CASE WHEN i.seq >= 3 AND i.open > 0 AND i.open_m1 > 0 AND i.open_m2 > 0 THEN
+                           least((i.close - i.open) / nullif(i.open, 0),
                                   (i.close_m1 - i.open_m1) / nullif(i.open_m1, 0),
                                   (i.close_m2 - i.open_m2) / nullif(i.open_m2, 0)) * 100 END,
-  CASE WHEN i.seq >= 3 THEN greatest((i.close - i.open) / nullif(i.open, 0),
+  CASE WHEN i.seq >= 3 AND i.open > 0 AND i.open_m1 > 0 AND i.open_m2 > 0 THEN
+                           greatest((i.close - i.open) / nullif(i.open, 0),
                                      (i.close_m1 - i.open_m1) / nullif(i.open_m1, 0),
                                      (i.close_m2 - i.open_m2) / nullif(i.open_m2, 0)) * 100 END,
   CASE WHEN i.seq >= 3 THEN least(i.quote_volume, i.quote_volume_m1, i.quote_volume_m2) END,

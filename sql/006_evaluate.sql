@@ -176,38 +176,34 @@ $$;
 COMMENT ON FUNCTION market._evaluate(text[], bigint[]) IS
   'Internal: evaluate enabled rules at the given candles; alert_history + NOTIFY.';
 
--- Shared body of the candle triggers.  Per symbol: the first and last written open_time and
--- the number of rows.
+-- Shared body of the candle triggers.  Per symbol: the first and last written open_time;
+-- p_single holds the candles of the symbols with exactly one written row in an INSERT (the
+-- live case), which are appended to the state when they follow its newest row.
 CREATE OR REPLACE FUNCTION market._apply_candle_changes(p_symbols text[], p_from timestamptz[],
-                                                        p_to timestamptz[], p_rows bigint[],
-                                                        p_insert boolean)
+                                                        p_to timestamptz[],
+                                                        p_single market.candles_1m[])
 RETURNS void
 LANGUAGE plpgsql AS
 $$
 DECLARE
   v_app_syms text[];
-  v_app_times timestamptz[];
+  v_app_seqs bigint[];
   v_re_syms text[];
   v_re_from timestamptz[];
   v_eval_syms text[];
   v_eval_seqs bigint[];
 BEGIN
-  SELECT array_agg(c.symbol) FILTER (WHERE c.append),
-         array_agg(c.from_time) FILTER (WHERE c.append),
-         array_agg(c.symbol) FILTER (WHERE NOT c.append),
-         array_agg(CASE WHEN c.head_time IS NULL THEN '-infinity'::timestamptz ELSE c.from_time END)
-           FILTER (WHERE NOT c.append)
-    INTO v_app_syms, v_app_times, v_re_syms, v_re_from
-    FROM (SELECT a.symbol, a.from_time, h.open_time AS head_time,
-                 (p_insert AND a.n = 1 AND h.open_time IS NOT NULL AND a.from_time > h.open_time)
-                   AS append
-            FROM unnest(p_symbols, p_from, p_rows) AS a(symbol, from_time, n)
-            LEFT JOIN LATERAL (SELECT s.open_time FROM market.screener_state s
-                                WHERE s.symbol = a.symbol ORDER BY s.seq DESC LIMIT 1) h ON true
-         ) c;
+  IF p_single IS NOT NULL THEN
+    SELECT array_agg(a.symbol), array_agg(a.seq) INTO v_app_syms, v_app_seqs
+      FROM market._state_append(p_single) AS a;
+  END IF;
 
-  IF v_app_syms IS NOT NULL THEN
-    PERFORM market._state_append(v_app_syms, v_app_times);
+  -- everything else (bulk writes, out-of-order minutes, updates, new symbols) is recomputed
+  IF cardinality(v_app_syms) IS DISTINCT FROM cardinality(p_symbols) THEN
+    SELECT array_agg(a.symbol), array_agg(a.from_time) INTO v_re_syms, v_re_from
+      FROM unnest(p_symbols, p_from) AS a(symbol, from_time)
+      LEFT JOIN unnest(v_app_syms) AS d(symbol) ON d.symbol = a.symbol
+     WHERE d.symbol IS NULL;
   END IF;
   IF v_re_syms IS NOT NULL THEN
     PERFORM market._state_recompute(v_re_syms, v_re_from);
@@ -217,13 +213,17 @@ BEGIN
     RETURN;
   END IF;
 
-  -- the newest written candle of each symbol, if it is the symbol's newest stored candle
-  SELECT array_agg(h.symbol), array_agg(h.seq)
-    INTO v_eval_syms, v_eval_seqs
-    FROM unnest(p_symbols, p_to) AS a(symbol, to_time)
-    JOIN LATERAL (SELECT s.symbol, s.seq, s.open_time FROM market.screener_state s
-                   WHERE s.symbol = a.symbol ORDER BY s.seq DESC LIMIT 1) h ON true
-   WHERE h.open_time = a.to_time;
+  -- the newest written candle of each symbol, if it is the symbol's newest stored candle:
+  -- appended candles are, by construction; recomputed symbols are checked
+  SELECT array_agg(x.symbol), array_agg(x.seq) INTO v_eval_syms, v_eval_seqs
+    FROM (SELECT * FROM unnest(v_app_syms, v_app_seqs) AS d(symbol, seq)
+          UNION ALL
+          SELECT h.symbol, h.seq
+            FROM unnest(p_symbols, p_to) AS a(symbol, to_time)
+            JOIN LATERAL (SELECT s.symbol, s.seq, s.open_time FROM market.screener_state s
+                           WHERE s.symbol = a.symbol ORDER BY s.seq DESC LIMIT 1) h ON true
+           WHERE v_re_syms IS NOT NULL AND a.symbol = ANY (v_re_syms)
+             AND h.open_time = a.to_time) x;
 
   PERFORM market._evaluate(v_eval_syms, v_eval_seqs);
 END
@@ -233,14 +233,16 @@ CREATE OR REPLACE FUNCTION market._candles_after_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
-  v_syms text[]; v_from timestamptz[]; v_to timestamptz[]; v_rows bigint[];
+  v_syms text[]; v_from timestamptz[]; v_to timestamptz[]; v_single market.candles_1m[];
 BEGIN
-  SELECT array_agg(symbol), array_agg(mn), array_agg(mx), array_agg(n)
-    INTO v_syms, v_from, v_to, v_rows
-    FROM (SELECT symbol, min(open_time) AS mn, max(open_time) AS mx, count(*) AS n
-            FROM new_rows GROUP BY symbol) a;
+  SELECT array_agg(a.symbol), array_agg(a.mn), array_agg(a.mx),
+         array_agg(a.one) FILTER (WHERE a.n = 1)
+    INTO v_syms, v_from, v_to, v_single
+    FROM (SELECT r.symbol, min(r.open_time) AS mn, max(r.open_time) AS mx, count(*) AS n,
+                 (array_agg(r))[1] AS one
+            FROM new_rows r GROUP BY r.symbol) a;
   IF v_syms IS NOT NULL THEN
-    PERFORM market._apply_candle_changes(v_syms, v_from, v_to, v_rows, true);
+    PERFORM market._apply_candle_changes(v_syms, v_from, v_to, v_single);
   END IF;
   RETURN NULL;
 END
@@ -250,18 +252,18 @@ CREATE OR REPLACE FUNCTION market._candles_after_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
-  v_syms text[]; v_from timestamptz[]; v_to timestamptz[]; v_rows bigint[];
+  v_syms text[]; v_from timestamptz[]; v_to timestamptz[];
 BEGIN
   -- an update may move rows (new symbol or open_time): recompute from the earliest old or new
   -- position of every symbol involved
-  SELECT array_agg(symbol), array_agg(mn), array_agg(mx), array_agg(n)
-    INTO v_syms, v_from, v_to, v_rows
-    FROM (SELECT symbol, min(open_time) AS mn, max(open_time) AS mx, count(*) AS n
+  SELECT array_agg(symbol), array_agg(mn), array_agg(mx)
+    INTO v_syms, v_from, v_to
+    FROM (SELECT symbol, min(open_time) AS mn, max(open_time) AS mx
             FROM (SELECT symbol, open_time FROM new_rows
                   UNION ALL SELECT symbol, open_time FROM old_rows) u
            GROUP BY symbol) a;
   IF v_syms IS NOT NULL THEN
-    PERFORM market._apply_candle_changes(v_syms, v_from, v_to, v_rows, false);
+    PERFORM market._apply_candle_changes(v_syms, v_from, v_to, NULL);
   END IF;
   RETURN NULL;
 END

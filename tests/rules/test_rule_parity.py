@@ -34,13 +34,16 @@ computes it from running sums, the reference directly): those are excluded and c
    which are then inserted one minute (all symbols) per statement and transaction with
    evaluation on, as the feed does.  market.alert_history must equal market.backtest with
    cooldown over the slice and the Python reference with cooldown started at the slice start
-   (live evaluation happens only for those minutes).  The screener metrics of the appended
-   candles must also survive market.rebuild_screener_state() unchanged.
+   (live evaluation happens only for those minutes).  Every 5th minute is first written in a
+   transaction that rolls back (its alerts and NOTIFYs must vanish); the NOTIFYs received by a
+   LISTEN connection must equal alert_history (once each, same payloads); the second half
+   alternates market.screener_cache off/on every 10 minutes (window cache vs lookup path);
+   the screener metrics of the appended candles must survive market.rebuild_screener_state().
 
-Runtime (2 cores): about 4-5 minutes, nearly all of it the 32 market.backtest calls over the
-13 x 30-day set (each evaluates all 561,589 candles: ~6 s per call plus ~40 us per firing
-candle, e.g. ~20 s for flat_1m without cooldown).  PG_TA_RULES_JOBS=2 runs the backtests on two
-connections.
+Runtime (2 cores): about 2 minutes: ~30 s COPY (screener_state triggers), ~55 s for the 32
+market.backtest calls over the 13 x 30-day set (0.3-0.9 s per call, plus ~35 us per firing
+candle for its payload: flat_1m without cooldown fires 485,289 times, ~17 s), ~25 s for the
+rest.  PG_TA_RULES_JOBS=2 runs the backtests on two connections.
 
 Run:  PG_TA_TEST_DSN=postgresql://postgres@127.0.0.1:5443/postgres \
       .venv/bin/python -m pytest tests/rules -q -s
@@ -131,9 +134,13 @@ def copy_ohlcv(conn, symbol: str, rows: list) -> None:
 # database side
 
 def db_backtest(conn, rule: str, lo: int, hi: int, cooldown: bool) -> set:
-    rows = conn.execute(
-        "SELECT symbol, open_time FROM market.backtest(%s, %s, %s, NULL, NULL, %s)",
-        (rule, _dt(lo), _dt(hi), cooldown)).fetchall()
+    if cooldown:  # the defaults: the rule's own config and cooldown
+        rows = conn.execute("SELECT symbol, open_time FROM market.backtest(%s, %s, %s)",
+                            (rule, _dt(lo), _dt(hi))).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT symbol, open_time FROM market.backtest(%s, %s, %s, NULL, NULL, false)",
+            (rule, _dt(lo), _dt(hi))).fetchall()
     out = {(s, _ms(t)) for s, t in rows}
     assert len(out) == len(rows), f"{rule}: backtest returned duplicate (symbol, minute) rows"
     return out
@@ -348,24 +355,60 @@ def test_live_path_slice():
             for r in rows:
                 if r[0] >= slice_lo:
                     by_minute.setdefault(r[0], []).append((s, r))
+        listener = psycopg.connect(dsn, autocommit=True)
+        channel = listener.execute("SELECT market.alert_channel()").fetchone()[0]
+        listener.execute(f'LISTEN "{channel}"')
         t0 = time.monotonic()
-        for t in live:
+        lookups = rollbacks = 0
+        for j, t in enumerate(live):
+            # The schema serves the live append from a per-session window cache and falls back
+            # to index lookups (market.screener_cache = off forces them).  The second half of
+            # the slice alternates the two every 10 minutes, so both paths and the cache's
+            # invalidation are exercised.
+            lookup = j >= len(live) // 2 and (j // 10) % 2 == 0
+            lookups += lookup
             params = []
             for s, (tt, o, h, l, c, v) in by_minute[t]:
                 qv = format(bd.derived_quote_volume(v, c), "f")
                 params += [s, _dt(tt), _dt(tt + 59_999), o, h, l, c, v, qv]
             values = ", ".join(["(%s, %s, %s, %s::numeric, %s::numeric, %s::numeric, %s::numeric,"
                                 " %s::numeric, %s::numeric, 0, 0, 0)"] * len(by_minute[t]))
+            insert = ("INSERT INTO market.candles_1m (symbol, open_time, close_time, open, high,"
+                      " low, close, volume, quote_volume, trades, taker_buy_volume,"
+                      " taker_buy_quote_volume) VALUES " + values)
+            if j % 5 == 2:
+                # Every 5th minute is first written in a transaction that rolls back: its
+                # alerts must not exist and its NOTIFYs must not be delivered (DESIGN: "an
+                # alert exists only if its candle does"), and the state/cache must recover.
+                with conn.transaction():
+                    conn.execute(insert, params)
+                    raise psycopg.Rollback()
+                rollbacks += 1
             with conn.transaction():  # one minute, all symbols, one statement, alerts on
-                conn.execute(
-                    "INSERT INTO market.candles_1m (symbol, open_time, close_time, open, high, low,"
-                    " close, volume, quote_volume, trades, taker_buy_volume,"
-                    " taker_buy_quote_volume) VALUES " + values, params)
+                if lookup:
+                    conn.execute("SET LOCAL market.screener_cache = off")
+                conn.execute(insert, params)
         dt = time.monotonic() - t0
         TIMINGS.append((f"live slice: {len(live)} minutes x {len(LIVE_SYMBOLS)} symbols, one "
                         "statement per minute", dt))
         print(f"\nlive slice {ref.ms_to_iso(slice_lo)} .. {ref.ms_to_iso(slice_hi)}: "
-              f"{len(live)} minutes in {dt:.1f} s ({len(live) / dt:.0f} min/s)")
+              f"{len(live)} minutes in {dt:.1f} s ({len(live) / dt:.0f} min/s; {lookups} of them "
+              f"with market.screener_cache = off; {rollbacks} first written and rolled back)")
+        notified = Counter()
+        payloads = {}
+        for n in listener.notifies(timeout=2.0):
+            p = json.loads(n.payload, parse_float=Decimal)
+            key = (p["symbol"], p["rule"], p["open_time"])
+            notified[key] += 1
+            payloads[key] = p
+        listener.close()
+        hist_payloads = {
+            (s, r, ref.ms_to_iso(_ms(t))): json.loads(p, parse_float=Decimal)
+            for s, r, t, p in conn.execute(
+                "SELECT symbol, rule, open_time, payload::text FROM market.alert_history")}
+        dup = [k for k, c in notified.items() if c > 1]
+        print(f"NOTIFYs received: {sum(notified.values())} ({len(dup)} duplicated), "
+              f"alert_history rows: {len(hist_payloads)}")
 
         hist = {}
         for s, r, t in conn.execute("SELECT symbol, rule, open_time FROM market.alert_history"):
@@ -392,6 +435,11 @@ def test_live_path_slice():
                                 f"not in Python {sorted(h - py_cd[r])[:5]}")
         total = sum(len(v) for v in hist.values())
         print(f"alerts in alert_history: {total}")
+        if dup or payloads != hist_payloads:
+            failures.append(f"NOTIFY vs alert_history: duplicated {dup[:5]}, notified only "
+                            f"{sorted(payloads.keys() - hist_payloads.keys())[:5]}, history only "
+                            f"{sorted(hist_payloads.keys() - payloads.keys())[:5]}, payloads differ "
+                            f"{[k for k in payloads.keys() & hist_payloads.keys() if payloads[k] != hist_payloads[k]][:5]}")
 
         # the live path builds screener_state one candle at a time (market._state_append);
         # a set-based rebuild (market._state_recompute) must give the same metrics

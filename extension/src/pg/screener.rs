@@ -12,7 +12,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, IntoDatum};
 
 use super::common::{composite_return, form_tuple, raise_msg, RawNumeric};
 use crate::screener::{Candle, SlidingWindows, WINDOWS};
@@ -64,6 +63,18 @@ fn numeric_datum(b: &NumBytes) -> pg_sys::Datum {
     }
 }
 
+// Elements of a `numeric[]` argument as raw datums (pointers into the array; copied by
+// `numeric_bytes`).
+unsafe impl pgrx::datum::UnboxDatum for RawNumeric {
+    type As<'src> = RawNumeric;
+    unsafe fn unbox<'src>(datum: pgrx::datum::Datum<'src>) -> Self::As<'src>
+    where
+        Self: 'src,
+    {
+        RawNumeric(unsafe { pg_sys::Datum::unbox(datum) })
+    }
+}
+
 struct Entry {
     /// xmin of the state row of `windows.last_seq()`.
     token: u32,
@@ -97,8 +108,8 @@ fn screener_windows_load(
     high: Vec<f64>,
     low: Vec<f64>,
     close: Vec<f64>,
-    quote_volume: Vec<AnyNumeric>,
-    cum_before: Vec<AnyNumeric>,
+    quote_volume: pgrx::Array<RawNumeric>,
+    cum_before: pgrx::Array<RawNumeric>,
     log_return: Vec<Option<f64>>,
     sum_log_return_sq: Vec<f64>,
 ) -> bool {
@@ -127,14 +138,10 @@ fn screener_windows_load(
             "head_xmin is not a transaction id",
         );
     };
-    let bytes = |n: &AnyNumeric| {
-        n.clone()
-            .into_datum()
-            .and_then(|d| unsafe { numeric_bytes(d) })
-    };
+    let bytes = |n: Option<RawNumeric>| n.and_then(|n| unsafe { numeric_bytes(n.0) });
     let mut windows = SlidingWindows::new();
-    for i in 0..n {
-        let (Some(qv), Some(cum)) = (bytes(&quote_volume[i]), bytes(&cum_before[i])) else {
+    for (i, (qv, cum)) in quote_volume.iter().zip(cum_before.iter()).enumerate() {
+        let (Some(qv), Some(cum)) = (bytes(qv), bytes(cum)) else {
             CACHE.with(|c| c.borrow_mut().remove(symbol));
             return false;
         };
@@ -244,6 +251,33 @@ fn screener_windows_step(
         .collect();
     let mut nulls: Vec<bool> = cols.iter().map(Option::is_none).collect();
     unsafe {
+        let td = result_tupdesc(fcinfo);
+        if (*td).natts as usize != datums.len() {
+            raise_msg(
+                "ta.screener_windows_step",
+                "ta.screener_windows has an unexpected shape",
+            );
+        }
+        Some(ScreenerWindows(form_tuple(td, &mut datums, &mut nulls)))
+    }
+}
+
+thread_local! {
+    /// The blessed TupleDesc of ta.screener_windows (copied into TopMemoryContext), by type oid.
+    static RESULT_TUPDESC: RefCell<Option<(pg_sys::Oid, pg_sys::TupleDesc)>> =
+        const { RefCell::new(None) };
+}
+
+/// The function's composite result TupleDesc, looked up once per session (and again if the
+/// type was recreated, i.e. has another oid).
+unsafe fn result_tupdesc(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::TupleDesc {
+    unsafe {
+        let expr_type = pg_sys::get_fn_expr_rettype((*fcinfo).flinfo);
+        if let Some((oid, td)) = RESULT_TUPDESC.with(|c| *c.borrow()) {
+            if oid == expr_type {
+                return td;
+            }
+        }
         let mut td: pg_sys::TupleDesc = std::ptr::null_mut();
         let class = pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut td);
         if class != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE || td.is_null() {
@@ -252,14 +286,11 @@ fn screener_windows_step(
                 "result type is not a composite type",
             );
         }
-        let td = pg_sys::BlessTupleDesc(td);
-        if (*td).natts as usize != datums.len() {
-            raise_msg(
-                "ta.screener_windows_step",
-                "ta.screener_windows has an unexpected shape",
-            );
-        }
-        Some(ScreenerWindows(form_tuple(td, &mut datums, &mut nulls)))
+        let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+        let copy = pg_sys::BlessTupleDesc(pg_sys::CreateTupleDescCopy(td));
+        pg_sys::MemoryContextSwitchTo(old);
+        RESULT_TUPDESC.with(|c| *c.borrow_mut() = Some((expr_type, copy)));
+        copy
     }
 }
 
