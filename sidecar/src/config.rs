@@ -150,7 +150,8 @@ pub struct ReplayArgs {
     pub speed: f64,
 
     /// Replay start time: RFC 3339 or epoch milliseconds. Default: first open_time in the
-    /// data + 1440 minutes (a day of history for backfill).
+    /// data + 1440 minutes (a day of history for backfill). The replay clock starts at this
+    /// time with the first request it serves.
     #[arg(long, env = "REPLAY_START")]
     pub start: Option<String>,
 

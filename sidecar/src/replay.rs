@@ -1,6 +1,8 @@
 //! `ta-feed replay`: a local fake Binance serving recorded klines12 files.
 //!
-//! Replay clock: `replay_now = start + (wall time since launch) × speed`.
+//! Replay clock: `replay_now = start + (wall time since the first request) × speed`. The
+//! clock starts with the first REST or WebSocket request, so a client started some time after
+//! the replay still finds exactly the history before `--start`.
 //!
 //! * `GET /api/v3/time` → `{"serverTime": replay_now}`
 //! * `GET /api/v3/klines?symbol&interval=1m&startTime&endTime&limit` → recorded klines with
@@ -187,12 +189,12 @@ impl ReplayData {
     }
 }
 
-/// The replay clock.
-#[derive(Debug, Clone, Copy)]
+/// The replay clock; it starts running at the first request.
+#[derive(Debug, Clone)]
 pub struct ReplayClock {
     start_ms: i64,
     speed: f64,
-    launched: Instant,
+    started: std::sync::Arc<std::sync::OnceLock<Instant>>,
 }
 
 impl ReplayClock {
@@ -200,19 +202,23 @@ impl ReplayClock {
         ReplayClock {
             start_ms,
             speed: if speed > 0.0 { speed } else { 1.0 },
-            launched: Instant::now(),
+            started: Default::default(),
         }
+    }
+
+    fn started(&self) -> Instant {
+        *self.started.get_or_init(Instant::now)
     }
 
     /// Replay time now (epoch ms).
     pub fn now_ms(&self) -> i64 {
-        self.start_ms + (self.launched.elapsed().as_secs_f64() * 1000.0 * self.speed) as i64
+        self.start_ms + (self.started().elapsed().as_secs_f64() * 1000.0 * self.speed) as i64
     }
 
     /// Real instant at which the replay clock reads `replay_ms`.
     pub fn instant_for(&self, replay_ms: i64) -> Instant {
         let ahead = (replay_ms - self.start_ms).max(0) as f64 / 1000.0 / self.speed;
-        self.launched + Duration::from_secs_f64(ahead)
+        self.started() + Duration::from_secs_f64(ahead)
     }
 }
 
