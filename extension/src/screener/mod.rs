@@ -7,16 +7,17 @@
 //! candle; [`SlidingWindows`] produces them in O(1) amortised time per candle from the
 //! previous candles it has seen, instead of ~25 index lookups.
 //!
-//! # Input     candles of one symbol, in order, numbered by `seq` (1, 2, 3, ... without gaps).
-//!             Quote volumes are opaque values `V` (exact decimals); the engine only hands
-//!             them back, it never does arithmetic on them.
-//! # Output    [`WindowValues`] for the newest candle; `None` fields while a window is not full.
-//! # Memory    rings of 2880 quote-volume sums and 1440 opens plus two monotonic deques per
-//!             window: about 60 KiB per symbol.
-//! # Algorithm sliding maximum/minimum with monotonic deques (each candle enters and leaves
-//!             each deque once); max/min are exact, so the results equal the level-by-level
-//!             `greatest()`/`least()` of the SQL path bit for bit.
-//! # Errors    [`WindowError`] when a candle is not the successor of the previous one.
+//! - **Input**: candles of one symbol, in order, numbered by `seq` (1, 2, 3, ... without
+//!   gaps). Quote volumes are opaque values `V` (exact decimals); the engine only hands them
+//!   back, it never does arithmetic on them.
+//! - **Output**: [`WindowValues`] for the newest candle; `None` fields while a window is not
+//!   full.
+//! - **Memory**: rings of 2880 quote-volume sums and 1440 opens plus two monotonic deques per
+//!   window: about 60 KiB per symbol.
+//! - **Algorithm**: sliding maximum/minimum with monotonic deques (each candle enters and leaves
+//!   each deque once); max/min are exact, so the results equal the level-by-level
+//!   `greatest()`/`least()` of the SQL path bit for bit.
+//! - **Errors**: [`WindowError`] when a candle is not the successor of the previous one.
 
 use std::collections::VecDeque;
 
