@@ -332,9 +332,13 @@ async fn stream_against_replay_with_drops() {
     assert!(summary.live_minutes >= 30);
     assert!(summary.gaps_filled >= 2, "drops every 5 minutes cause gaps");
     assert_eq!(summary.dropped_klines, 0);
-    assert_eq!(
-        summary.live_klines, summary.live_rows_written,
-        "live klines were new rows"
+    // A gap fill after a reconnect may already have written the minute whose live kline
+    // arrives next (at 600x the minute closes within a millisecond); that write then changes
+    // nothing. Every other live kline is a new row.
+    assert!(summary.live_rows_written <= summary.live_klines);
+    assert!(
+        summary.live_klines - summary.live_rows_written <= 2 * summary.gaps_filled,
+        "live klines were new rows, except minutes a gap fill wrote first: {summary:?}"
     );
 
     let now = srv.state.clock.now_ms();
