@@ -1,7 +1,7 @@
 //! Average true range (TA-Lib: ATR).
 
-use super::trange::{check_hlc, true_range};
-use super::{check_lengths, check_period, TaError};
+use super::trange::true_range;
+use super::{check_period, run_hlc, TaError};
 
 /// Average true range (TA-Lib: ATR), streaming state.
 /// # Input       high, low, close per bar, oldest first, price units.
@@ -69,14 +69,7 @@ pub fn atr(
     close: &[f64],
     time_period: i32,
 ) -> Result<Vec<Option<f64>>, TaError> {
-    check_lengths(high.len(), &[("low", low.len()), ("close", close.len())])?;
-    let mut s = Atr::new(time_period)?;
-    (0..high.len())
-        .map(|i| {
-            let (h, l, c) = check_hlc(high[i], low[i], close[i])?;
-            Ok(s.update(h, l, c))
-        })
-        .collect()
+    run_hlc(high, low, close, || Atr::new(time_period), Atr::update)
 }
 
 #[cfg(test)]

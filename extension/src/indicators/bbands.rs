@@ -1,6 +1,6 @@
 //! Bollinger bands (TA-Lib: BBANDS with the default SMA).
 
-use super::{check_finite, check_nb_dev, check_period, variance_is_zero, Ring, TaError};
+use super::{check_nb_dev, check_period, run_series, variance_is_zero, Ring, TaError};
 
 /// One BBANDS output bar, TA-Lib's output names.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,11 +89,11 @@ pub fn bbands(
     nb_dev_up: f64,
     nb_dev_dn: f64,
 ) -> Result<Vec<Option<BbandsOutput>>, TaError> {
-    let mut s = Bbands::new(time_period, nb_dev_up, nb_dev_dn)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(
+        values,
+        Bbands::new(time_period, nb_dev_up, nb_dev_dn)?,
+        Bbands::update,
+    )
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Commodity channel index (TA-Lib: CCI).
 
-use super::trange::check_hlc;
-use super::{check_lengths, check_period, Ring, TaError};
+use super::{check_period, run_hlc, Ring, TaError};
 
 /// Commodity channel index (TA-Lib: CCI), streaming state.
 /// # Input       high, low, close per bar, oldest first, price units.
@@ -69,14 +68,7 @@ pub fn cci(
     close: &[f64],
     time_period: i32,
 ) -> Result<Vec<Option<f64>>, TaError> {
-    check_lengths(high.len(), &[("low", low.len()), ("close", close.len())])?;
-    let mut s = Cci::new(time_period)?;
-    (0..high.len())
-        .map(|i| {
-            let (h, l, c) = check_hlc(high[i], low[i], close[i])?;
-            Ok(s.update(h, l, c))
-        })
-        .collect()
+    run_hlc(high, low, close, || Cci::new(time_period), Cci::update)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Double exponential moving average (TA-Lib: DEMA).
 
 use super::ema::Ema;
-use super::{check_finite, check_period, TaError};
+use super::{check_period, run_series, TaError};
 
 /// Double exponential moving average (TA-Lib: DEMA), streaming state.
 /// # Input       one value per bar, oldest first, price units.
@@ -38,11 +38,7 @@ impl Dema {
 /// DEMA over a whole series. # Errors [`TaError::InvalidPeriod`], [`TaError::NonFiniteInput`].
 #[doc(alias = "DEMA")]
 pub fn dema(values: &[f64], time_period: i32) -> Result<Vec<Option<f64>>, TaError> {
-    let mut s = Dema::new(time_period)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(values, Dema::new(time_period)?, Dema::update)
 }
 
 #[cfg(test)]

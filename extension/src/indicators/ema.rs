@@ -1,6 +1,6 @@
 //! Exponential moving average (TA-Lib: EMA).
 
-use super::{check_finite, check_period, state_count, state_value, TaError};
+use super::{check_period, run_series, state_count, state_value, TaError};
 
 /// Exponential moving average (TA-Lib: EMA), streaming state.
 /// # Input       one value per bar, oldest first, price units.
@@ -76,11 +76,7 @@ impl Ema {
 /// # Errors [`TaError::InvalidPeriod`], [`TaError::NonFiniteInput`].
 #[doc(alias = "EMA")]
 pub fn ema(values: &[f64], time_period: i32) -> Result<Vec<Option<f64>>, TaError> {
-    let mut s = Ema::new(time_period)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(values, Ema::new(time_period)?, Ema::update)
 }
 
 #[cfg(test)]

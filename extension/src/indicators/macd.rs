@@ -1,7 +1,7 @@
 //! Moving average convergence/divergence (TA-Lib: MACD).
 
 use super::ema::Ema;
-use super::{check_finite, check_period, check_same_param, state_count, TaError};
+use super::{check_period, check_same_param, run_series, state_count, TaError};
 
 /// Marker (first element) of a serialised MACD state, version 1.
 pub const MACD_STATE_V1: f64 = 7201.0;
@@ -141,11 +141,11 @@ pub fn macd(
     slow_period: i32,
     signal_period: i32,
 ) -> Result<Vec<Option<MacdOutput>>, TaError> {
-    let mut s = Macd::new(fast_period, slow_period, signal_period)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(
+        values,
+        Macd::new(fast_period, slow_period, signal_period)?,
+        Macd::update,
+    )
 }
 
 #[cfg(test)]

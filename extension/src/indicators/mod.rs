@@ -179,6 +179,38 @@ pub(crate) fn state_value(x: f64) -> Result<f64, TaError> {
     }
 }
 
+/// The batch form of a single-series indicator: every value checked finite, then fed to the
+/// streaming state in order.
+pub(crate) fn run_series<S, O>(
+    values: &[f64],
+    mut state: S,
+    update: impl Fn(&mut S, f64) -> O,
+) -> Result<Vec<O>, TaError> {
+    values
+        .iter()
+        .map(|&x| Ok(update(&mut state, check_finite("value", x)?)))
+        .collect()
+}
+
+/// The batch form of a high/low/close indicator: lengths checked, then every bar checked
+/// finite and fed to the streaming state `make` builds, in order.
+pub(crate) fn run_hlc<S, O>(
+    high: &[f64],
+    low: &[f64],
+    close: &[f64],
+    make: impl FnOnce() -> Result<S, TaError>,
+    update: impl Fn(&mut S, f64, f64, f64) -> O,
+) -> Result<Vec<O>, TaError> {
+    check_lengths(high.len(), &[("low", low.len()), ("close", close.len())])?;
+    let mut state = make()?;
+    (0..high.len())
+        .map(|i| {
+            let (h, l, c) = trange::check_hlc(high[i], low[i], close[i])?;
+            Ok(update(&mut state, h, l, c))
+        })
+        .collect()
+}
+
 /// Checks that all batch inputs have the length of the first.
 pub(crate) fn check_lengths(
     expected: usize,

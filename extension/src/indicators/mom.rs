@@ -1,6 +1,6 @@
 //! Momentum (TA-Lib: MOM).
 
-use super::{check_finite, check_period, Ring, TaError};
+use super::{check_period, run_series, Ring, TaError};
 
 /// Momentum (TA-Lib: MOM), streaming state.
 /// # Input       one value per bar, oldest first, price units.
@@ -42,11 +42,7 @@ impl Mom {
 /// MOM over a whole series. # Errors [`TaError::InvalidPeriod`], [`TaError::NonFiniteInput`].
 #[doc(alias = "MOM")]
 pub fn mom(values: &[f64], time_period: i32) -> Result<Vec<Option<f64>>, TaError> {
-    let mut s = Mom::new(time_period)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(values, Mom::new(time_period)?, Mom::update)
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
 //! Normalized average true range (TA-Lib: NATR).
 
 use super::atr::Atr;
-use super::trange::check_hlc;
-use super::{check_lengths, TaError};
+use super::{run_hlc, TaError};
 
 /// Normalized ATR (TA-Lib: NATR), streaming state.
 /// # Input       high, low, close per bar, oldest first, price units.
@@ -47,14 +46,7 @@ pub fn natr(
     close: &[f64],
     time_period: i32,
 ) -> Result<Vec<Option<f64>>, TaError> {
-    check_lengths(high.len(), &[("low", low.len()), ("close", close.len())])?;
-    let mut s = Natr::new(time_period)?;
-    (0..high.len())
-        .map(|i| {
-            let (h, l, c) = check_hlc(high[i], low[i], close[i])?;
-            Ok(s.update(h, l, c))
-        })
-        .collect()
+    run_hlc(high, low, close, || Natr::new(time_period), Natr::update)
 }
 
 #[cfg(test)]

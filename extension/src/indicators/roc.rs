@@ -1,6 +1,6 @@
 //! Rate of change in percent (TA-Lib: ROC).
 
-use super::{check_finite, check_period, Ring, TaError};
+use super::{check_period, run_series, Ring, TaError};
 
 /// Rate of change (TA-Lib: ROC), streaming state.
 /// # Input       one value per bar, oldest first, price units.
@@ -47,11 +47,7 @@ impl Roc {
 /// ROC over a whole series. # Errors [`TaError::InvalidPeriod`], [`TaError::NonFiniteInput`].
 #[doc(alias = "ROC")]
 pub fn roc(values: &[f64], time_period: i32) -> Result<Vec<Option<f64>>, TaError> {
-    let mut s = Roc::new(time_period)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(values, Roc::new(time_period)?, Roc::update)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Relative strength index, Wilder smoothing (TA-Lib: RSI).
 
-use super::{check_finite, check_period, check_same_param, state_count, state_value, TaError};
+use super::{check_period, check_same_param, run_series, state_count, state_value, TaError};
 
 /// Marker (first element) of a serialised RSI state, version 1.
 pub const RSI_STATE_V1: f64 = 7101.0;
@@ -129,11 +129,7 @@ impl Rsi {
 /// # Errors [`TaError::InvalidPeriod`], [`TaError::NonFiniteInput`].
 #[doc(alias = "RSI")]
 pub fn rsi(values: &[f64], time_period: i32) -> Result<Vec<Option<f64>>, TaError> {
-    let mut s = Rsi::new(time_period)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(values, Rsi::new(time_period)?, Rsi::update)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Simple moving average (TA-Lib: SMA).
 
-use super::{check_finite, check_period, Ring, TaError};
+use super::{check_period, run_series, Ring, TaError};
 
 /// Simple moving average (TA-Lib: SMA), streaming state.
 /// # Input       one value per bar, oldest first, price units.
@@ -58,11 +58,7 @@ impl Sma {
 /// # Errors      [`TaError::InvalidPeriod`], [`TaError::NonFiniteInput`].
 #[doc(alias = "SMA")]
 pub fn sma(values: &[f64], time_period: i32) -> Result<Vec<Option<f64>>, TaError> {
-    let mut s = Sma::new(time_period)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(values, Sma::new(time_period)?, Sma::update)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Population standard deviation (TA-Lib: STDDEV).
 
-use super::{check_finite, check_nb_dev, check_period, variance_is_zero, Ring, TaError};
+use super::{check_nb_dev, check_period, run_series, variance_is_zero, Ring, TaError};
 
 /// Rolling population standard deviation (TA-Lib: STDDEV), streaming state.
 /// # Input       one value per bar, oldest first, price units.
@@ -66,11 +66,7 @@ impl StdDev {
 /// # Errors see [`StdDev::new`], and [`TaError::NonFiniteInput`].
 #[doc(alias = "STDDEV")]
 pub fn stddev(values: &[f64], time_period: i32, nb_dev: f64) -> Result<Vec<Option<f64>>, TaError> {
-    let mut s = StdDev::new(time_period, nb_dev)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(values, StdDev::new(time_period, nb_dev)?, StdDev::update)
 }
 
 #[cfg(test)]

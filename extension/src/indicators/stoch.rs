@@ -1,8 +1,7 @@
 //! Stochastic oscillator, slow %K and %D (TA-Lib: STOCH with SMA smoothing).
 
 use super::sma::Sma;
-use super::trange::check_hlc;
-use super::{check_lengths, check_period, TaError};
+use super::{check_period, run_hlc, TaError};
 
 /// One STOCH output bar, TA-Lib's output names.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,14 +156,13 @@ pub fn stoch(
     slowk_period: i32,
     slowd_period: i32,
 ) -> Result<Vec<Option<StochOutput>>, TaError> {
-    check_lengths(high.len(), &[("low", low.len()), ("close", close.len())])?;
-    let mut s = Stoch::new(fastk_period, slowk_period, slowd_period)?;
-    (0..high.len())
-        .map(|i| {
-            let (h, l, c) = check_hlc(high[i], low[i], close[i])?;
-            Ok(s.update(h, l, c))
-        })
-        .collect()
+    run_hlc(
+        high,
+        low,
+        close,
+        || Stoch::new(fastk_period, slowk_period, slowd_period),
+        Stoch::update,
+    )
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Triple exponential moving average (TA-Lib: TEMA).
 
 use super::ema::Ema;
-use super::{check_finite, check_period, TaError};
+use super::{check_period, run_series, TaError};
 
 /// Triple exponential moving average (TA-Lib: TEMA), streaming state.
 /// # Input       one value per bar, oldest first, price units.
@@ -42,11 +42,7 @@ impl Tema {
 /// TEMA over a whole series. # Errors [`TaError::InvalidPeriod`], [`TaError::NonFiniteInput`].
 #[doc(alias = "TEMA")]
 pub fn tema(values: &[f64], time_period: i32) -> Result<Vec<Option<f64>>, TaError> {
-    let mut s = Tema::new(time_period)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(values, Tema::new(time_period)?, Tema::update)
 }
 
 #[cfg(test)]

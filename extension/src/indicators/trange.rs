@@ -1,6 +1,6 @@
 //! True range (TA-Lib: TRANGE).
 
-use super::{check_finite, check_lengths, TaError};
+use super::{check_finite, run_hlc, TaError};
 
 /// TA-Lib's `TRUE_RANGE` macro: `max(h−l, |h−prev_close|, |l−prev_close|)`, compared in
 /// that order.
@@ -57,14 +57,7 @@ pub(crate) fn check_hlc(high: f64, low: f64, close: f64) -> Result<(f64, f64, f6
 /// TRANGE over a whole series. # Errors [`TaError::LengthMismatch`], [`TaError::NonFiniteInput`].
 #[doc(alias = "TRANGE")]
 pub fn trange(high: &[f64], low: &[f64], close: &[f64]) -> Result<Vec<Option<f64>>, TaError> {
-    check_lengths(high.len(), &[("low", low.len()), ("close", close.len())])?;
-    let mut s = TRange::new();
-    (0..high.len())
-        .map(|i| {
-            let (h, l, c) = check_hlc(high[i], low[i], close[i])?;
-            Ok(s.update(h, l, c))
-        })
-        .collect()
+    run_hlc(high, low, close, || Ok(TRange::new()), TRange::update)
 }
 
 #[cfg(test)]

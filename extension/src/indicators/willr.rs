@@ -1,8 +1,7 @@
 //! Williams' %R (TA-Lib: WILLR).
 
 use super::stoch::MinMax;
-use super::trange::check_hlc;
-use super::{check_lengths, check_period, TaError};
+use super::{check_period, run_hlc, TaError};
 
 /// Williams' %R (TA-Lib: WILLR), streaming state.
 /// # Input       high, low, close per bar, oldest first, price units.
@@ -50,14 +49,7 @@ pub fn willr(
     close: &[f64],
     time_period: i32,
 ) -> Result<Vec<Option<f64>>, TaError> {
-    check_lengths(high.len(), &[("low", low.len()), ("close", close.len())])?;
-    let mut s = Willr::new(time_period)?;
-    (0..high.len())
-        .map(|i| {
-            let (h, l, c) = check_hlc(high[i], low[i], close[i])?;
-            Ok(s.update(h, l, c))
-        })
-        .collect()
+    run_hlc(high, low, close, || Willr::new(time_period), Willr::update)
 }
 
 #[cfg(test)]

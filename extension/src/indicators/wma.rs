@@ -1,6 +1,6 @@
 //! Weighted moving average (TA-Lib: WMA).
 
-use super::{check_finite, check_period, Ring, TaError};
+use super::{check_period, run_series, Ring, TaError};
 
 /// Linearly weighted moving average (TA-Lib: WMA), streaming state.
 /// # Input       one value per bar, oldest first, price units.
@@ -60,11 +60,7 @@ impl Wma {
 /// # Errors [`TaError::InvalidPeriod`], [`TaError::NonFiniteInput`].
 #[doc(alias = "WMA")]
 pub fn wma(values: &[f64], time_period: i32) -> Result<Vec<Option<f64>>, TaError> {
-    let mut s = Wma::new(time_period)?;
-    values
-        .iter()
-        .map(|&x| Ok(s.update(check_finite("value", x)?)))
-        .collect()
+    run_series(values, Wma::new(time_period)?, Wma::update)
 }
 
 #[cfg(test)]
