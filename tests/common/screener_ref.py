@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+import operator
 from decimal import Context, Decimal, Inexact, localcontext
 from typing import Callable, Iterable, Sequence
 
@@ -205,26 +206,38 @@ def _d(x) -> Decimal:
     return Decimal(str(x))
 
 
+def _big(bull: bool, w: str, change_min: float, chain: tuple, vol_min: dict, vol_factor: dict,
+         needs: tuple) -> Rule:
+    """big_bull_W / big_bear_W (DESIGN.md's table): change_W beyond ±change_min, change_1d
+    inside ±15, each longer window of `chain` moved further the same way than the one before,
+    quote volume of W above each `vol_min` and above 1/factor of each longer window in
+    `vol_factor` (DESIGN's `vol_W > vol_X / f` written as `f * vol_W > vol_X`)."""
+    beyond = operator.gt if bull else operator.lt
+    lim, cap = (f"change_{w}_min", "change_1d_max") if bull else (f"change_{w}_max", "change_1d_min")
+    cfg = {lim: change_min if bull else -change_min, cap: 15.0 if bull else -15.0}
+    t = [lambda v, c: beyond(getattr(v, f"change_{w}"), c[lim]),
+         lambda v, c: beyond(c[cap], v.change_1d)]
+    t += [lambda v, c, a=a, b=b: beyond(getattr(v, f"change_{b}"), getattr(v, f"change_{a}"))
+          for a, b in zip(chain, chain[1:])]
+    cfg.update({k: _d(x) for k, x in {**vol_min, **vol_factor}.items()})
+    t += [lambda v, c, k=k: getattr(v, k[:-4]) > c[k] for k in vol_min]
+    t += [lambda v, c, k=k: c[k] * getattr(v, f"vol_{w}") > getattr(v, k[:-7]) for k in vol_factor]
+    return Rule(f"big_{'bull' if bull else 'bear'}_{needs[0]}", needs, t, cfg)
+
+
 def _big_60(bull: bool) -> Rule:
-    if bull:
-        cfg = {"change_1h_min": 1.6, "change_1d_max": 15.0}
-        t = [lambda v, c: v.change_1h > c["change_1h_min"],
-             lambda v, c: v.change_1d < c["change_1d_max"],
-             lambda v, c: v.change_8h > v.change_1h,
-             lambda v, c: v.change_1d > v.change_8h]
-    else:
-        cfg = {"change_1h_max": -1.6, "change_1d_min": -15.0}
-        t = [lambda v, c: v.change_1h < c["change_1h_max"],
-             lambda v, c: v.change_1d > c["change_1d_min"],
-             lambda v, c: v.change_8h < v.change_1h,
-             lambda v, c: v.change_1d < v.change_8h]
-    cfg.update({"vol_1h_min": _d(500000), "vol_8h_min": _d(5000000),
-                "vol_8h_factor": _d(6), "vol_1d_factor": _d(16)})
-    t += [lambda v, c: v.vol_1h > c["vol_1h_min"],
-          lambda v, c: v.vol_8h > c["vol_8h_min"],
-          lambda v, c: c["vol_8h_factor"] * v.vol_1h > v.vol_8h,
-          lambda v, c: c["vol_1d_factor"] * v.vol_1h > v.vol_1d]
-    return Rule("big_bull_60" if bull else "big_bear_60", (60, 480, 1440), t, cfg)
+    return _big(bull, "1h", 1.6, ("1h", "8h", "1d"), {"vol_1h_min": 500000, "vol_8h_min": 5000000},
+                {"vol_8h_factor": 6, "vol_1d_factor": 16}, (60, 480, 1440))
+
+
+def _big_5(bull: bool) -> Rule:
+    return _big(bull, "5m", 0.6, ("5m", "15m", "1h"), {"vol_5m_min": 100000, "vol_1h_min": 1000000},
+                {"vol_15m_factor": 3, "vol_1h_factor": 6, "vol_8h_factor": 66}, (5, 15, 60, 480, 1440))
+
+
+def _big_15(bull: bool) -> Rule:
+    return _big(bull, "15m", 1.0, ("15m", "1h", "8h"), {"vol_15m_min": 400000, "vol_1h_min": 1000000},
+                {"vol_1h_factor": 3, "vol_8h_factor": 26}, (15, 60, 480, 1440))
 
 
 def _pioneer(bull: bool) -> Rule:
@@ -241,51 +254,6 @@ def _pioneer(bull: bool) -> Rule:
     cfg.update({"change_15m_factor": 3.0, "vol_15m_factor": _d(2)})
     t += [lambda v, c: c["vol_15m_factor"] * v.vol_5m > v.vol_15m]
     return Rule("pioneer_bull" if bull else "pioneer_bear", (5, 15), t, cfg)
-
-
-def _big_5(bull: bool) -> Rule:
-    if bull:
-        cfg = {"change_5m_min": 0.6, "change_1d_max": 15.0}
-        t = [lambda v, c: v.change_5m > c["change_5m_min"],
-             lambda v, c: v.change_1d < c["change_1d_max"],
-             lambda v, c: v.change_15m > v.change_5m,
-             lambda v, c: v.change_1h > v.change_15m]
-    else:
-        cfg = {"change_5m_max": -0.6, "change_1d_min": -15.0}
-        t = [lambda v, c: v.change_5m < c["change_5m_max"],
-             lambda v, c: v.change_1d > c["change_1d_min"],
-             lambda v, c: v.change_15m < v.change_5m,
-             lambda v, c: v.change_1h < v.change_15m]
-    cfg.update({"vol_5m_min": _d(100000), "vol_1h_min": _d(1000000), "vol_15m_factor": _d(3),
-                "vol_1h_factor": _d(6), "vol_8h_factor": _d(66)})
-    t += [lambda v, c: v.vol_5m > c["vol_5m_min"],
-          lambda v, c: v.vol_1h > c["vol_1h_min"],
-          lambda v, c: c["vol_15m_factor"] * v.vol_5m > v.vol_15m,   # vol_5m > vol_15m/3
-          lambda v, c: c["vol_1h_factor"] * v.vol_5m > v.vol_1h,     # vol_5m > vol_1h/6
-          lambda v, c: c["vol_8h_factor"] * v.vol_5m > v.vol_8h]     # vol_5m > vol_8h/66
-    return Rule("big_bull_5" if bull else "big_bear_5", (5, 15, 60, 480, 1440), t, cfg)
-
-
-def _big_15(bull: bool) -> Rule:
-    if bull:
-        cfg = {"change_15m_min": 1.0, "change_1d_max": 15.0}
-        t = [lambda v, c: v.change_15m > c["change_15m_min"],
-             lambda v, c: v.change_1d < c["change_1d_max"],
-             lambda v, c: v.change_1h > v.change_15m,
-             lambda v, c: v.change_8h > v.change_1h]
-    else:
-        cfg = {"change_15m_max": -1.0, "change_1d_min": -15.0}
-        t = [lambda v, c: v.change_15m < c["change_15m_max"],
-             lambda v, c: v.change_1d > c["change_1d_min"],
-             lambda v, c: v.change_1h < v.change_15m,
-             lambda v, c: v.change_8h < v.change_1h]
-    cfg.update({"vol_15m_min": _d(400000), "vol_1h_min": _d(1000000), "vol_1h_factor": _d(3),
-                "vol_8h_factor": _d(26)})
-    t += [lambda v, c: v.vol_15m > c["vol_15m_min"],
-          lambda v, c: v.vol_1h > c["vol_1h_min"],
-          lambda v, c: c["vol_1h_factor"] * v.vol_15m > v.vol_1h,    # vol_15m > vol_1h/3
-          lambda v, c: c["vol_8h_factor"] * v.vol_15m > v.vol_8h]    # vol_15m > vol_8h/26
-    return Rule("big_bull_15" if bull else "big_bear_15", (15, 60, 480, 1440), t, cfg)
 
 
 def _hunter(bottom: bool) -> Rule:

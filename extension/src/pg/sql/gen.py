@@ -233,7 +233,7 @@ def doc_entry(a):
     ps = "".join(f", {n} {t}" for n, t in a["params"])
     sig = f"ta.{a['name']}({', '.join(n + ' T' for n in a['inputs'])}{ps}) → {a['result']}"
     ex = a["example"]
-    lines = [f"### `{sig}`", "", a["title"] + ". Aggregate, usable as a window function; "
+    lines = [f"#### `{sig}`", "", a["title"] + ". Aggregate, usable as a window function; "
              "`T` is `double precision` or `numeric` (one overload each; numeric is converted to the nearest double).", ""]
     lines.append(f"- **Output**: {a['output']}.")
     lines.append(f"- **Lookback / warm-up**: {a['lookback']}.")
