@@ -462,3 +462,14 @@ COMMENT ON FUNCTION market.rebuild_screener_state(text) IS
   'Recreate market.screener_state from market.candles_1m for one symbol (or all when NULL). '
   'Returns the number of state rows written. Needed only after writes that bypassed the '
   'triggers (e.g. TimescaleDB drop_chunks, session_replication_role = replica).';
+
+COMMENT ON FUNCTION market._rsi_chain_step(float8[], float8[], float8) IS
+  'Internal: transition of market._rsi_chain, ta.rsi_step(COALESCE(state, init), value, 14).';
+COMMENT ON FUNCTION market._macd_chain_step(float8[], float8[], float8) IS
+  'Internal: transition of market._macd_chain, ta.macd_step(COALESCE(state, init), value, 12, 26, 9).';
+COMMENT ON AGGREGATE market._rsi_chain(float8[], float8) IS
+  'Internal: the RSI(14) streaming state after each close, used as a window aggregate when state '
+  'rows are computed in bulk; the first argument is the state before the first row (NULL = fresh series).';
+COMMENT ON AGGREGATE market._macd_chain(float8[], float8) IS
+  'Internal: the MACD(12,26,9) streaming state after each close, used as a window aggregate when '
+  'state rows are computed in bulk; the first argument is the state before the first row (NULL = fresh series).';

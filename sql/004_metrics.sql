@@ -199,3 +199,6 @@ COMMENT ON FUNCTION market.screener_range(timestamptz, timestamptz, text[]) IS
   'Screener metrics (market.screener_row) for every stored candle with open_time in '
   '[p_from, p_to] of the given symbols (all symbols when NULL). Same values as market.screener_at '
   'at each of those candles.';
+
+COMMENT ON FUNCTION market._state_at(text[], bigint[]) IS
+  'Internal: the market.screener_state rows at the given (symbol, seq) pairs (primary-key lookups).';

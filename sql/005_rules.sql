@@ -193,3 +193,7 @@ BEGIN
   END IF;
 END
 $$;
+
+COMMENT ON FUNCTION market._alert_rules_compile() IS
+  'Internal: BEFORE INSERT/UPDATE trigger of market.alert_rules; checks the expression and config '
+  'with ta.rule_compile (an invalid rule is rejected with its SQLSTATE) and stores the compiled SQL.';

@@ -338,3 +338,26 @@ BEGIN
   END IF;
 END
 $$;
+
+COMMENT ON FUNCTION market._rules_query(text) IS
+  'Internal: the SQL of the generated evaluator (rules array -> dedup, cooldown, alert_history, NOTIFY).';
+COMMENT ON FUNCTION market._rule_branch(integer, text) IS
+  'Internal: one compiled rule as an element of the evaluator''s array: its id when it fires, else NULL.';
+COMMENT ON FUNCTION market._regenerate_evaluator() IS
+  'Internal: (re)creates market._fire_rules from the enabled rules of market.alert_rules.';
+COMMENT ON FUNCTION market._alert_rules_changed() IS
+  'Internal: statement trigger of market.alert_rules; regenerates the evaluator.';
+COMMENT ON FUNCTION market._apply_candle_changes(text[], timestamptz[], timestamptz[], market.candles_1m[]) IS
+  'Internal: shared body of the candle triggers; updates market.screener_state for the written '
+  'range of each symbol and evaluates the rules at the newest candle per symbol (unless '
+  'market.evaluate_alerts = off).';
+COMMENT ON FUNCTION market._candles_after_insert() IS
+  'Internal: AFTER INSERT statement trigger of market.candles_1m (transition table new_rows).';
+COMMENT ON FUNCTION market._candles_after_update() IS
+  'Internal: AFTER UPDATE statement trigger of market.candles_1m (transition tables old_rows, new_rows).';
+COMMENT ON FUNCTION market._candles_after_delete() IS
+  'Internal: AFTER DELETE statement trigger of market.candles_1m (transition table old_rows); '
+  'dropping the oldest candles of a symbol only drops their state rows, any other delete '
+  'recomputes the state from the first deleted candle.';
+COMMENT ON FUNCTION market._candles_after_truncate() IS
+  'Internal: AFTER TRUNCATE trigger of market.candles_1m; empties market.screener_state.';

@@ -88,3 +88,7 @@ COMMENT ON FUNCTION market.backtest_expression(text, timestamptz, timestamptz, t
   'Backtest an unsaved rule expression (same language as market.alert_rules.expression, $params '
   'from p_config) over stored candles with open_time in [p_from, p_to]; p_cooldown NULL = no '
   'cooldown. Nothing is written or notified.';
+
+COMMENT ON FUNCTION market._backtest(text, text, integer, interval, timestamptz, timestamptz, text[]) IS
+  'Internal: shared body of market.backtest and market.backtest_expression (a compiled rule over '
+  'the stored candles in [p_from, p_to], cooldown applied when p_cooldown is not NULL).';
