@@ -9,7 +9,7 @@ SYMBOLS       ?= BTCUSDT,ETHUSDT
 CARGO_RELEASE  = cargo build --release --locked
 TA_FEED        = target/release/ta-feed
 
-.PHONY: help deps install feed run test bench bench-indicators bench-screener fmt lint clean-data
+.PHONY: help deps install feed run test bench bench-indicators bench-screener bench-engine bench-import bench-timescaledb fmt lint clean-data
 
 help:
 	@echo "make run    install what is missing, build, start a local cluster (.data/, 127.0.0.1:$(DEV_PORT)),"
@@ -47,13 +47,23 @@ run: install feed
 test:
 	@.ci/test
 
-bench: bench-indicators bench-screener
+bench: bench-indicators bench-screener bench-engine bench-import
 
 bench-indicators: install
 	@.ci/bench indicators
 
 bench-screener: install
 	@.ci/bench screener
+
+bench-engine: install
+	@.ci/bench engine
+
+bench-import: install feed
+	@.ci/bench import
+
+# needs TimescaleDB installed for PG_CONFIG (the local cluster preloads it then)
+bench-timescaledb: install feed
+	@.ci/bench timescaledb
 
 fmt:
 	cargo fmt --all

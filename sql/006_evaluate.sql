@@ -1,111 +1,144 @@
--- 006: what happens when candles are written: screener_state maintenance and alert evaluation,
--- inside the writing transaction (statement triggers on market.candles_1m).
+-- 006: what happens when candles are written: screener state maintenance and alert evaluation,
+-- inside the writing transaction (triggers on market.candles_1m).
 --
 -- Evaluation policy (documented in README "Alerts"):
---   * Per statement and per symbol, only the newest written candle is evaluated, and only if it
---     is the newest stored candle of that symbol.  A live writer sends one minute per symbol per
---     statement, so every live minute is evaluated; a bulk load (backfill page, import, a user's
---     INSERT ... SELECT) evaluates at most its last minute per symbol, never floods NOTIFY.
+--   * Per statement and per instrument, only the newest written candle is evaluated, and only
+--     if it is the newest stored candle of that instrument.  A live writer sends one minute per
+--     instrument per statement, so every live minute is evaluated; a bulk load (backfill page,
+--     import, a user's INSERT ... SELECT) evaluates at most its last minute per instrument, never
+--     floods NOTIFY.
 --   * SET LOCAL market.evaluate_alerts = 'off' skips evaluation for the transaction (ta-feed
---     does this for REST backfills and imports: alerts for recovered history are skipped, not
---     recorded).  screener_state is maintained either way.
---   * Alerts are written to market.alert_history and sent with pg_notify('ta_alerts', payload);
---     NOTIFY is delivered at commit, so an alert exists only if its candle does.
+--     does this for old recovered history and imports: alerts for it are skipped, not
+--     recorded).  The screener state is maintained either way.
+--   * Alerts are written to market.alert_history, queued in market.alert_deliveries for the
+--     sinks that subscribe to them, and sent with pg_notify('ta_alerts', payload); NOTIFY is
+--     delivered at commit, so an alert exists only if its candle does.
 
 CREATE OR REPLACE FUNCTION market.alert_channel() RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 'ta_alerts'::text $$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS
+$$ SELECT 'ta_alerts'::text $$;
 COMMENT ON FUNCTION market.alert_channel() IS 'The NOTIFY channel alerts are sent on: ta_alerts.';
 
 CREATE OR REPLACE FUNCTION market.alert_payload_version() RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1 $$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$ SELECT 2 $$;
 COMMENT ON FUNCTION market.alert_payload_version() IS
-  'Version of the alert JSON payload (field "version"); bumped on any incompatible change.';
+  'Version of the alert JSON payload (field "version"): 2 since pg_ta 0.2.0 (adds market and '
+  'alert_id, vcp); bumped on any incompatible change.';
 
-CREATE OR REPLACE FUNCTION market._alert_payload(m market.screener_row, p_rule_id integer,
-                                                 p_rule text)
+-- A plain SQL function without SET, so that PostgreSQL inlines it (backtests build it for every
+-- firing candle): every function in it is schema-qualified.
+CREATE OR REPLACE FUNCTION market._alert_payload(m ta.screener_row, p_alert_id bigint,
+                                                 p_rule_id integer, p_rule text)
 RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE AS
 $$
-SELECT jsonb_build_object(
+SELECT pg_catalog.jsonb_build_object(
   'version', market.alert_payload_version(),
+  'alert_id', p_alert_id,
+  'market', m.market,
   'symbol', m.symbol,
   'rule', p_rule,
   'rule_id', p_rule_id,
-  'open_time', to_char(m.open_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-  'close_time', to_char(m.close_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+  'open_time', pg_catalog.to_char(m.open_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+  'close_time', pg_catalog.to_char(m.close_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
   'price', m.price,
-  'changes', jsonb_build_object('1m', m.change_1m, '5m', m.change_5m, '15m', m.change_15m,
-                                '1h', m.change_1h, '4h', m.change_4h, '8h', m.change_8h,
-                                '1d', m.change_1d),
-  'volumes', jsonb_build_object('1m', m.vol_1m, '5m', m.vol_5m, '15m', m.vol_15m,
-                                '1h', m.vol_1h, '4h', m.vol_4h, '8h', m.vol_8h, '1d', m.vol_1d),
+  'changes', pg_catalog.jsonb_build_object('1m', m.change_1m, '5m', m.change_5m,
+                                           '15m', m.change_15m, '1h', m.change_1h,
+                                           '4h', m.change_4h, '8h', m.change_8h, '1d', m.change_1d),
+  'volumes', pg_catalog.jsonb_build_object('1m', m.vol_1m, '5m', m.vol_5m, '15m', m.vol_15m,
+                                           '1h', m.vol_1h, '4h', m.vol_4h, '8h', m.vol_8h,
+                                           '1d', m.vol_1d),
+  'vcp', m.vcp,
   'rsi_14', m.rsi_14,
   'macd', m.macd)
 $$;
-COMMENT ON FUNCTION market._alert_payload(market.screener_row, integer, text) IS
-  'The alert JSON (version 1): {version, symbol, rule, rule_id, open_time, close_time (ISO 8601 UTC '
-  'of the candle), price (candle close), changes {1m,5m,15m,1h,4h,8h,1d} (percent), volumes '
-  '{1m,...,1d} (quote asset), rsi_14, macd}. Metrics whose window is not full are null.';
+COMMENT ON FUNCTION market._alert_payload(ta.screener_row, bigint, integer, text) IS
+  'The alert JSON (version 2): {version, alert_id, market, symbol, rule, rule_id, open_time, '
+  'close_time (ISO 8601 UTC of the candle), price (candle close), changes {1m,5m,15m,1h,4h,8h,1d} '
+  '(percent), volumes {1m,...,1d} (quote asset), vcp, rsi_14, macd}. Metrics whose window is not '
+  'full are null; alert_id is null in backtests.';
 
 -- Rule evaluation.  The enabled rules are compiled into the static SQL of a generated plpgsql
--- function, market._fire_rules(), regenerated whenever market.alert_rules changes, so the
--- evaluation plan is prepared once per session instead of at every candle close.
+-- function, market._fire_rules(rows), regenerated whenever market.alert_rules changes, so the
+-- evaluation plan is prepared once per session instead of at every candle close.  The query
+-- reads its rows as $1 both in the generated function and in the one-rule-at-a-time fallback
+-- (EXECUTE ... USING), so the compiled text is never rewritten.
 CREATE OR REPLACE FUNCTION market._rules_query(p_conditions text) RETURNS text
-LANGUAGE sql IMMUTABLE AS
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
 $f$
 SELECT format($q$
-    WITH mm AS MATERIALIZED (
-      SELECT m.* FROM market._state_at(p_symbols, p_seqs) s, market._metrics(s) m
-    ), fired AS (
+    WITH fired AS (
       SELECT a.x, r.rule_id
-        FROM (SELECT m::market.screener_row AS x, array_remove(ARRAY[%s]::int[], NULL) AS ids
-                FROM mm m) a,
+        FROM (SELECT m AS x, array_remove(ARRAY[%s]::int[], NULL) AS ids
+                FROM unnest($1::ta.screener_row[]) AS m) a,
              unnest(a.ids) AS r(rule_id)
-    ), ins AS (
-      INSERT INTO market.alert_history AS h
-             (symbol, rule_id, rule, open_time, close_time, price, payload)
-      SELECT (f.x).symbol, r.rule_id, r.name, (f.x).open_time, (f.x).close_time, (f.x).price,
-             market._alert_payload(f.x, r.rule_id, r.name)
+    ), fresh AS (
+      SELECT f.x, r.rule_id, r.name,
+             nextval('market.alert_history_alert_id_seq'::regclass) AS alert_id
         FROM fired f
         JOIN market.alert_rules r ON r.rule_id = f.rule_id
        WHERE NOT EXISTS (
                SELECT 1 FROM market.alert_history p
-                WHERE p.symbol = (f.x).symbol AND p.rule_id = f.rule_id
+                WHERE p.market = (f.x).market AND p.symbol = (f.x).symbol
+                  AND p.rule_id = f.rule_id
                   AND p.open_time < (f.x).open_time
                   AND p.open_time > (f.x).open_time - r.cooldown)
+    ), ins AS (
+      INSERT INTO market.alert_history AS h
+             (alert_id, market, symbol, rule_id, rule, open_time, close_time, price, payload)
+      SELECT f.alert_id, (f.x).market, (f.x).symbol, f.rule_id, f.name, (f.x).open_time,
+             (f.x).close_time, (f.x).price,
+             market._alert_payload(f.x, f.alert_id, f.rule_id, f.name)
+        FROM fresh f
       ON CONFLICT DO NOTHING
-      RETURNING h.payload
+      RETURNING h.alert_id, h.payload
     )
-    SELECT count(pg_notify(market.alert_channel(), payload::text))::int FROM ins$q$, p_conditions)
+    SELECT array_agg(ins.alert_id ORDER BY ins.alert_id),
+           array_agg(ins.payload::text ORDER BY ins.alert_id) FROM ins$q$, p_conditions)
 $f$;
 
 -- One rule as an element of the evaluator's array: its id when it fires, else NULL.
 CREATE OR REPLACE FUNCTION market._rule_branch(p_rule_id integer, p_compiled text) RETURNS text
-LANGUAGE sql IMMUTABLE AS
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
 $$ SELECT format('CASE WHEN %s THEN %s END', p_compiled, p_rule_id) $$;
 
+-- Serialises regenerations of the evaluator (a row lock nobody else can take: no role but the
+-- owner has any privilege on this table, unlike an advisory lock, which any session can hold).
+CREATE TABLE IF NOT EXISTS market._evaluator_lock (singleton boolean PRIMARY KEY CHECK (singleton));
+INSERT INTO market._evaluator_lock VALUES (true) ON CONFLICT DO NOTHING;
+REVOKE ALL ON market._evaluator_lock FROM PUBLIC;
+COMMENT ON TABLE market._evaluator_lock IS
+  'Internal: one row, locked FOR UPDATE while market._fire_rules is regenerated.';
+
 CREATE OR REPLACE FUNCTION market._regenerate_evaluator() RETURNS void
-LANGUAGE plpgsql AS
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
   v_branches text;
   v_body text;
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('market._fire_rules'));
+  PERFORM 1 FROM market._evaluator_lock FOR UPDATE;
   SELECT string_agg(market._rule_branch(rule_id, compiled), E',\n        ' ORDER BY rule_id)
     INTO v_branches FROM market.alert_rules WHERE enabled;
   IF v_branches IS NULL THEN
-    v_body := 'BEGIN RETURN 0; END';
+    v_body := E'BEGIN\n  p_alert_ids := NULL;\n  p_payloads := NULL;\nEND';
   ELSE
-    v_body := format(E'DECLARE n integer;\nBEGIN\n%s INTO n;\nRETURN n;\nEND',
+    v_body := format(E'BEGIN\n%s\n  INTO p_alert_ids, p_payloads;\nEND',
                      market._rules_query(v_branches));
   END IF;
+  -- the settings the compiled text depends on are pinned on the function
   EXECUTE format($ddl$
-    CREATE OR REPLACE FUNCTION market._fire_rules(p_symbols text[], p_seqs bigint[])
-    RETURNS integer LANGUAGE plpgsql AS %L$ddl$, v_body);
-  EXECUTE 'COMMENT ON FUNCTION market._fire_rules(text[], bigint[]) IS '
+    CREATE OR REPLACE FUNCTION market._fire_rules(p_rows ta.screener_row[],
+                                                  OUT p_alert_ids bigint[], OUT p_payloads text[])
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET standard_conforming_strings = on
+    SET extra_float_digits = 1
+    AS %L$ddl$, v_body);
+  EXECUTE 'COMMENT ON FUNCTION market._fire_rules(ta.screener_row[]) IS '
           || quote_literal('Generated from market.alert_rules by market._regenerate_evaluator(); '
-                           || 'do not edit.');
+                           || 'do not edit. Evaluates the enabled rules on the rows, writes '
+                           || 'alert_history; returns the new alert ids and payloads.');
 END
 $$;
 
@@ -125,124 +158,190 @@ CREATE TRIGGER alert_rules_changed
 
 DO $$ BEGIN PERFORM market._regenerate_evaluator(); END $$;
 
--- Evaluate every enabled rule on the metrics of the given (symbol, seq) candles; write
--- alert_history and NOTIFY.  Returns the number of alerts sent.  A rule that fails at run time
+-- Evaluate every enabled rule on the given screener rows; write alert_history, queue the
+-- deliveries and NOTIFY.  Returns the number of alerts sent.  A rule that fails at run time
 -- (e.g. arithmetic overflow in a custom expression) is skipped with a WARNING and a
 -- data_quality_log row; it never makes the candle write fail.
-CREATE OR REPLACE FUNCTION market._evaluate(p_symbols text[], p_seqs bigint[])
+CREATE OR REPLACE FUNCTION market._evaluate(p_rows ta.screener_row[])
 RETURNS integer
-LANGUAGE plpgsql AS
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
-  v_sent integer := 0;
-  v_part integer;
+  v_ids bigint[];
+  v_payloads text[];
+  v_part_ids bigint[];
+  v_part_payloads text[];
   v_rule record;
   v_latest timestamptz;
 BEGIN
-  IF p_symbols IS NULL OR cardinality(p_symbols) = 0 THEN
+  IF p_rows IS NULL OR cardinality(p_rows) = 0 THEN
     RETURN 0;
   END IF;
 
   BEGIN
-    v_sent := market._fire_rules(p_symbols, p_seqs);
+    SELECT f.p_alert_ids, f.p_payloads INTO v_ids, v_payloads FROM market._fire_rules(p_rows) f;
   EXCEPTION WHEN OTHERS THEN
     -- find the failing rule(s); evaluate the others one by one
-    v_sent := 0;
+    v_ids := NULL;
+    v_payloads := NULL;
     FOR v_rule IN SELECT rule_id, name, compiled FROM market.alert_rules WHERE enabled
                    ORDER BY rule_id LOOP
       BEGIN
-        EXECUTE replace(replace(market._rules_query(market._rule_branch(v_rule.rule_id, v_rule.compiled)),
-                                'p_symbols', '$1'), 'p_seqs', '$2')
-           INTO v_part USING p_symbols, p_seqs;
-        v_sent := v_sent + v_part;
+        EXECUTE market._rules_query(market._rule_branch(v_rule.rule_id, v_rule.compiled))
+           INTO v_part_ids, v_part_payloads USING p_rows;
+        v_ids := v_ids || v_part_ids;
+        v_payloads := v_payloads || v_part_payloads;
       EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'pg_ta: rule "%" failed and was skipped: %', v_rule.name, SQLERRM;
         INSERT INTO market.data_quality_log (kind, detail)
-        VALUES ('rule_error', jsonb_build_object('rule', v_rule.name, 'error', SQLERRM,
-                                                 'sqlstate', SQLSTATE, 'symbols', p_symbols));
+        VALUES ('rule_error', jsonb_build_object(
+                  'rule', v_rule.name, 'error', SQLERRM, 'sqlstate', SQLSTATE,
+                  'instruments', (SELECT jsonb_agg(jsonb_build_array(r.market, r.symbol))
+                                    FROM unnest(p_rows) r)));
       END;
     END LOOP;
   END;
 
+  IF v_ids IS NOT NULL THEN
+    PERFORM market._enqueue_deliveries(v_ids);
+    PERFORM pg_notify(market.alert_channel(), p) FROM unnest(v_payloads) AS p;
+  END IF;
+
   -- retention, in candle time
-  SELECT max(s.open_time) INTO v_latest
-    FROM unnest(p_symbols, p_seqs) AS t(symbol, seq)
-    JOIN market.screener_state s ON s.symbol = t.symbol AND s.seq = t.seq;
+  SELECT max(r.open_time) INTO v_latest FROM unnest(p_rows) r;
   DELETE FROM market.alert_history
    WHERE open_time < v_latest - (SELECT alert_history_retention FROM market.settings);
-  RETURN v_sent;
+  RETURN coalesce(cardinality(v_ids), 0);
 END
 $$;
-COMMENT ON FUNCTION market._evaluate(text[], bigint[]) IS
-  'Internal: evaluate enabled rules at the given candles; alert_history + NOTIFY.';
+COMMENT ON FUNCTION market._evaluate(ta.screener_row[]) IS
+  'Internal: evaluate the enabled rules on the screener rows; alert_history, delivery queue, NOTIFY.';
 
--- Shared body of the candle triggers.  Per symbol: the first and last written open_time;
--- p_single holds the candles of the symbols with exactly one written row in an INSERT (the
--- live case), which are appended to the state when they follow its newest row.
-CREATE OR REPLACE FUNCTION market._apply_candle_changes(p_symbols text[], p_from timestamptz[],
-                                                        p_to timestamptz[],
-                                                        p_single market.candles_1m[])
+-- Shared body of the INSERT and UPDATE triggers.  Per instrument: the first and last written
+-- open_time; p_single holds the candles of the instruments with exactly one written row in an
+-- INSERT (the live case), which take the live path when they follow the instrument's head.
+DROP FUNCTION IF EXISTS market._apply_candle_changes(text[], text[], timestamptz[], timestamptz[], market.candles_1m[]);
+CREATE OR REPLACE FUNCTION market._apply_candle_changes(p_market text[], p_symbol text[],
+                                                        p_from timestamptz[], p_to timestamptz[],
+                                                        p_single market.candles_1m[],
+                                                        p_at_commit boolean DEFAULT false)
 RETURNS void
-LANGUAGE plpgsql AS
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
-  v_app_syms text[];
-  v_app_seqs bigint[];
-  v_re_syms text[];
-  v_re_from timestamptz[];
-  v_eval_syms text[];
-  v_eval_seqs bigint[];
+  v_live market.candles_1m[];
+  v_heads ta.screener_row[];
+  v_rest market.candles_1m[];
+  v_rm text[];
+  v_rs text[];
+  v_rf timestamptz[];
+  v_rt timestamptz[];
 BEGIN
-  IF p_single IS NOT NULL THEN
-    SELECT array_agg(a.symbol), array_agg(a.seq) INTO v_app_syms, v_app_seqs
-      FROM market._state_append(p_single) AS a;
+  -- lock the heads of every instrument written (a placeholder row for a new one), in key
+  -- order: concurrent writers of one instrument take turns, and each sees the other's candles
+  INSERT INTO market.screener_state (market, symbol)
+  SELECT DISTINCT u.market, u.symbol FROM unnest(p_market, p_symbol) AS u(market, symbol)
+   ORDER BY 1, 2
+  ON CONFLICT DO NOTHING;
+  PERFORM 1 FROM market.screener_state s
+    JOIN unnest(p_market, p_symbol) AS u(market, symbol)
+      ON s.market = u.market AND s.symbol = u.symbol
+   ORDER BY s.market, s.symbol
+     FOR UPDATE OF s;
+
+  -- live: one new candle that follows the instrument's head
+  SELECT array_agg(c) INTO v_live
+    FROM unnest(p_single) AS c
+    JOIN market.screener_state s ON s.market = c.market AND s.symbol = c.symbol
+   WHERE (s.chain).candles IS NOT NULL AND c.open_time > s.open_time;
+  IF v_live IS NOT NULL THEN
+    SELECT a.p_heads, a.p_rest INTO v_heads, v_rest FROM market._append(v_live) a;
   END IF;
 
-  -- everything else (bulk writes, out-of-order minutes, updates, new symbols) is recomputed
-  IF cardinality(v_app_syms) IS DISTINCT FROM cardinality(p_symbols) THEN
-    SELECT array_agg(a.symbol), array_agg(a.from_time) INTO v_re_syms, v_re_from
-      FROM unnest(p_symbols, p_from) AS a(symbol, from_time)
-      LEFT JOIN unnest(v_app_syms) AS d(symbol) ON d.symbol = a.symbol
-     WHERE d.symbol IS NULL;
+  -- everything else (bulk writes, out-of-order minutes, updates, new instruments, and live
+  -- candles the cache could not serve) is recomputed
+  SELECT array_agg(u.market), array_agg(u.symbol), array_agg(u.from_time), array_agg(u.to_time)
+    INTO v_rm, v_rs, v_rf, v_rt
+    FROM unnest(p_market, p_symbol, p_from, p_to) AS u(market, symbol, from_time, to_time)
+   WHERE NOT EXISTS (SELECT 1 FROM unnest(v_heads) h
+                      WHERE h.market = u.market AND h.symbol = u.symbol);
+  IF v_rm IS NOT NULL AND NOT p_at_commit AND market.timescaledb_enabled() THEN
+    -- TimescaleDB 2.28 marks a compressed chunk "partial" only when the INSERT that
+    -- decompressed one of its batches ends, after this trigger: a query planned here would not
+    -- read the decompressed rows.  So the recompute runs at commit (market._apply_deferred).
+    INSERT INTO market._deferred_candle_changes (market, symbol, from_time, to_time)
+    SELECT * FROM unnest(v_rm, v_rs, v_rf, v_rt);
+    v_rm := NULL;
   END IF;
-  IF v_re_syms IS NOT NULL THEN
-    PERFORM market._state_recompute(v_re_syms, v_re_from);
+  IF v_rm IS NOT NULL THEN
+    SELECT v_heads || array_agg(r."row") INTO v_heads
+      FROM market._recompute(v_rm, v_rs, v_rf) r
+      JOIN unnest(v_rm, v_rs, v_rt) AS u(market, symbol, to_time)
+        ON u.market = r.market AND u.symbol = r.symbol
+     WHERE r.open_time = u.to_time;   -- evaluated only when the newest written is the head
   END IF;
 
   IF coalesce(current_setting('market.evaluate_alerts', true), '') IN ('off', 'false', '0') THEN
     RETURN;
   END IF;
-
-  -- the newest written candle of each symbol, if it is the symbol's newest stored candle:
-  -- appended candles are, by construction; recomputed symbols are checked
-  SELECT array_agg(x.symbol), array_agg(x.seq) INTO v_eval_syms, v_eval_seqs
-    FROM (SELECT * FROM unnest(v_app_syms, v_app_seqs) AS d(symbol, seq)
-          UNION ALL
-          SELECT h.symbol, h.seq
-            FROM unnest(p_symbols, p_to) AS a(symbol, to_time)
-            JOIN LATERAL (SELECT s.symbol, s.seq, s.open_time FROM market.screener_state s
-                           WHERE s.symbol = a.symbol ORDER BY s.seq DESC LIMIT 1) h ON true
-           WHERE v_re_syms IS NOT NULL AND a.symbol = ANY (v_re_syms)
-             AND h.open_time = a.to_time) x;
-
-  PERFORM market._evaluate(v_eval_syms, v_eval_seqs);
+  PERFORM market._evaluate(v_heads);
 END
 $$;
+COMMENT ON FUNCTION market._apply_candle_changes(text[], text[], timestamptz[], timestamptz[], market.candles_1m[], boolean) IS
+  'Internal: shared body of the candle INSERT/UPDATE triggers: locks the heads of the written '
+  'instruments, steps the live path or recomputes the derived state, and evaluates the rules at '
+  'each instrument''s newest written candle when it is its newest stored one (unless '
+  'market.evaluate_alerts = off). With TimescaleDB the recompute waits for commit '
+  '(market._deferred_candle_changes) unless p_at_commit.';
+
+-- Changes whose recompute waits for commit (TimescaleDB; see market._apply_candle_changes).
+CREATE TABLE IF NOT EXISTS market._deferred_candle_changes (
+    market text NOT NULL, symbol text NOT NULL,
+    from_time timestamptz NOT NULL, to_time timestamptz NOT NULL);
+REVOKE ALL ON market._deferred_candle_changes FROM PUBLIC;
+COMMENT ON TABLE market._deferred_candle_changes IS
+  'Internal: candle changes of the current transaction whose recompute runs at commit '
+  '(TimescaleDB only); always empty outside a transaction.';
+
+CREATE OR REPLACE FUNCTION market._apply_deferred() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+  v_m text[]; v_s text[]; v_from timestamptz[]; v_to timestamptz[];
+BEGIN
+  WITH d AS (DELETE FROM market._deferred_candle_changes RETURNING *)
+  SELECT array_agg(a.market), array_agg(a.symbol), array_agg(a.mn), array_agg(a.mx)
+    INTO v_m, v_s, v_from, v_to
+    FROM (SELECT d.market, d.symbol, min(d.from_time) AS mn, max(d.to_time) AS mx
+            FROM d GROUP BY d.market, d.symbol) a;
+  IF v_m IS NOT NULL THEN      -- the first of the transaction's deferred rows does all
+    PERFORM market._apply_candle_changes(v_m, v_s, v_from, v_to, NULL, true);
+  END IF;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION market._apply_deferred() IS
+  'Internal: deferred constraint trigger of market._deferred_candle_changes: at commit, applies '
+  'the transaction''s deferred candle changes (recompute and evaluation) once.';
+DROP TRIGGER IF EXISTS deferred_candle_changes ON market._deferred_candle_changes;
+CREATE CONSTRAINT TRIGGER deferred_candle_changes
+  AFTER INSERT ON market._deferred_candle_changes DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION market._apply_deferred();
 
 CREATE OR REPLACE FUNCTION market._candles_after_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
-  v_syms text[]; v_from timestamptz[]; v_to timestamptz[]; v_single market.candles_1m[];
+  v_m text[]; v_s text[]; v_from timestamptz[]; v_to timestamptz[]; v_single market.candles_1m[];
 BEGIN
-  SELECT array_agg(a.symbol), array_agg(a.mn), array_agg(a.mx),
+  SELECT array_agg(a.market), array_agg(a.symbol), array_agg(a.mn), array_agg(a.mx),
          array_agg(a.one) FILTER (WHERE a.n = 1)
-    INTO v_syms, v_from, v_to, v_single
-    FROM (SELECT r.symbol, min(r.open_time) AS mn, max(r.open_time) AS mx, count(*) AS n,
-                 (array_agg(r))[1] AS one
-            FROM new_rows r GROUP BY r.symbol) a;
-  IF v_syms IS NOT NULL THEN
-    PERFORM market._apply_candle_changes(v_syms, v_from, v_to, v_single);
+    INTO v_m, v_s, v_from, v_to, v_single
+    FROM (SELECT r.market, r.symbol, min(r.open_time) AS mn, max(r.open_time) AS mx,
+                 count(*) AS n, (array_agg(r))[1] AS one
+            FROM new_rows r GROUP BY r.market, r.symbol) a;
+  IF v_m IS NOT NULL THEN
+    PERFORM market._apply_candle_changes(v_m, v_s, v_from, v_to, v_single);
   END IF;
   RETURN NULL;
 END
@@ -252,19 +351,48 @@ CREATE OR REPLACE FUNCTION market._candles_after_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
-  v_syms text[]; v_from timestamptz[]; v_to timestamptz[];
+  v_m text[]; v_s text[]; v_from timestamptz[]; v_to timestamptz[];
 BEGIN
-  -- an update may move rows (new symbol or open_time): recompute from the earliest old or new
-  -- position of every symbol involved
-  SELECT array_agg(symbol), array_agg(mn), array_agg(mx)
-    INTO v_syms, v_from, v_to
-    FROM (SELECT symbol, min(open_time) AS mn, max(open_time) AS mx
-            FROM (SELECT symbol, open_time FROM new_rows
-                  UNION ALL SELECT symbol, open_time FROM old_rows) u
-           GROUP BY symbol) a;
-  IF v_syms IS NOT NULL THEN
-    PERFORM market._apply_candle_changes(v_syms, v_from, v_to, NULL);
+  -- an update may move rows (another instrument or open_time): recompute every instrument
+  -- involved from the earliest old or new position; evaluate at the newest new one
+  SELECT array_agg(a.market), array_agg(a.symbol), array_agg(a.mn), array_agg(a.mx)
+    INTO v_m, v_s, v_from, v_to
+    FROM (SELECT u.market, u.symbol, min(u.open_time) AS mn,
+                 max(u.open_time) FILTER (WHERE u.is_new) AS mx
+            FROM (SELECT market, symbol, open_time, true AS is_new FROM new_rows
+                  UNION ALL SELECT market, symbol, open_time, false FROM old_rows) u
+           GROUP BY u.market, u.symbol) a;
+  IF v_m IS NOT NULL THEN
+    PERFORM market._apply_candle_changes(v_m, v_s, v_from, v_to, NULL);
   END IF;
+  RETURN NULL;
+END
+$$;
+
+-- DELETE: TimescaleDB refuses DELETE triggers with transition tables on compressed
+-- hypertables, so a row trigger collects the deleted keys in a session temp table and the
+-- statement trigger handles them.  Deleting the oldest candles of an instrument up to the
+-- start of a UTC day (what retention and TimescaleDB's 1-day chunks do) only drops the
+-- checkpoints before the first kept candle: every kept candle keeps its values.  Any other
+-- delete recomputes from the first deleted candle (a delete that cuts into the first kept day
+-- restarts the instrument's chain at its first kept candle).
+CREATE OR REPLACE FUNCTION market._candles_before_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+  IF pg_catalog.to_regclass('pg_temp.pg_ta_deleted_candles') IS NULL THEN
+    CREATE TEMP TABLE pg_ta_deleted_candles (market text, symbol text, open_time timestamptz)
+      ON COMMIT DROP;
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION market._candles_deleted_row() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+  INSERT INTO pg_temp.pg_ta_deleted_candles VALUES (OLD.market, OLD.symbol, OLD.open_time);
   RETURN NULL;
 END
 $$;
@@ -273,25 +401,47 @@ CREATE OR REPLACE FUNCTION market._candles_after_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
-  v_prefix_syms text[]; v_prefix_to timestamptz[]; v_re_syms text[]; v_re_from timestamptz[];
+  v_pm text[]; v_ps text[]; v_pfirst timestamptz[];
+  v_rm text[]; v_rs text[]; v_rf timestamptz[];
 BEGIN
-  -- Deleting the oldest candles of a symbol (retention) only drops their state rows: the later
-  -- rows keep their seq and indicator states.  Any other delete recomputes from that point.
-  SELECT array_agg(d.symbol) FILTER (WHERE rest.first_time IS NULL OR d.mx < rest.first_time),
-         array_agg(d.mx) FILTER (WHERE rest.first_time IS NULL OR d.mx < rest.first_time),
-         array_agg(d.symbol) FILTER (WHERE rest.first_time IS NOT NULL AND d.mx >= rest.first_time),
-         array_agg(d.mn) FILTER (WHERE rest.first_time IS NOT NULL AND d.mx >= rest.first_time)
-    INTO v_prefix_syms, v_prefix_to, v_re_syms, v_re_from
-    FROM (SELECT symbol, min(open_time) AS mn, max(open_time) AS mx FROM old_rows GROUP BY symbol) d
-    LEFT JOIN LATERAL (SELECT c.open_time AS first_time FROM market.candles_1m c
-                        WHERE c.symbol = d.symbol ORDER BY c.open_time LIMIT 1) rest ON true;
-  IF v_prefix_syms IS NOT NULL THEN
-    DELETE FROM market.screener_state s
-     USING unnest(v_prefix_syms, v_prefix_to) AS p(symbol, to_time)
-     WHERE s.symbol = p.symbol AND s.open_time <= p.to_time;
+  IF pg_catalog.to_regclass('pg_temp.pg_ta_deleted_candles') IS NULL THEN
+    RETURN NULL;
   END IF;
-  IF v_re_syms IS NOT NULL THEN
-    PERFORM market._state_recompute(v_re_syms, v_re_from);
+  WITH d AS (
+    SELECT t.market, t.symbol, min(t.open_time) AS mn, max(t.open_time) AS mx
+      FROM pg_temp.pg_ta_deleted_candles t GROUP BY t.market, t.symbol
+  ), k AS (
+    SELECT d.*, f.first_time,
+           (f.first_time IS NOT NULL AND d.mx < f.first_time
+            AND EXISTS (SELECT 1 FROM market.screener_checkpoints c
+                         WHERE c.market = d.market AND c.symbol = d.symbol
+                           AND c.open_time = f.first_time)) AS prefix
+      FROM d
+      LEFT JOIN LATERAL (SELECT c.open_time AS first_time FROM market.candles_1m c
+                          WHERE c.market = d.market AND c.symbol = d.symbol
+                          ORDER BY c.open_time LIMIT 1) f ON true
+  )
+  SELECT array_agg(k.market) FILTER (WHERE k.prefix),
+         array_agg(k.symbol) FILTER (WHERE k.prefix),
+         array_agg(k.first_time) FILTER (WHERE k.prefix),
+         array_agg(k.market) FILTER (WHERE NOT k.prefix),
+         array_agg(k.symbol) FILTER (WHERE NOT k.prefix),
+         array_agg(CASE WHEN k.first_time IS NOT NULL AND k.mx < k.first_time
+                        THEN '-infinity'::timestamptz ELSE k.mn END) FILTER (WHERE NOT k.prefix)
+    INTO v_pm, v_ps, v_pfirst, v_rm, v_rs, v_rf
+    FROM k;
+  TRUNCATE pg_temp.pg_ta_deleted_candles;
+
+  IF v_pm IS NOT NULL THEN
+    DELETE FROM market.screener_checkpoints c
+     USING unnest(v_pm, v_ps, v_pfirst) AS p(market, symbol, first_time)
+     WHERE c.market = p.market AND c.symbol = p.symbol AND c.open_time < p.first_time;
+  END IF;
+  IF v_rm IS NOT NULL THEN
+    PERFORM 1 FROM market.screener_state s
+      JOIN unnest(v_rm, v_rs) AS u(market, symbol) ON s.market = u.market AND s.symbol = u.symbol
+     ORDER BY s.market, s.symbol FOR UPDATE OF s;
+    PERFORM market._recompute(v_rm, v_rs, v_rf);
   END IF;
   RETURN NULL;
 END
@@ -301,7 +451,8 @@ CREATE OR REPLACE FUNCTION market._candles_after_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-  TRUNCATE market.screener_state;
+  TRUNCATE market.screener_state, market.screener_checkpoints;
+  PERFORM ta._screener_cache_reset();
   RETURN NULL;
 END
 $$;
@@ -319,9 +470,16 @@ CREATE TRIGGER candles_1m_after_update
   FOR EACH STATEMENT EXECUTE FUNCTION market._candles_after_update();
 
 DROP TRIGGER IF EXISTS candles_1m_after_delete ON market.candles_1m;
+DROP TRIGGER IF EXISTS candles_1m_before_delete ON market.candles_1m;
+CREATE TRIGGER candles_1m_before_delete
+  BEFORE DELETE ON market.candles_1m
+  FOR EACH STATEMENT EXECUTE FUNCTION market._candles_before_delete();
+DROP TRIGGER IF EXISTS candles_1m_deleted_row ON market.candles_1m;
+CREATE TRIGGER candles_1m_deleted_row
+  AFTER DELETE ON market.candles_1m
+  FOR EACH ROW EXECUTE FUNCTION market._candles_deleted_row();
 CREATE TRIGGER candles_1m_after_delete
   AFTER DELETE ON market.candles_1m
-  REFERENCING OLD TABLE AS old_rows
   FOR EACH STATEMENT EXECUTE FUNCTION market._candles_after_delete();
 
 DROP TRIGGER IF EXISTS candles_1m_after_truncate ON market.candles_1m;
@@ -329,35 +487,42 @@ CREATE TRIGGER candles_1m_after_truncate
   AFTER TRUNCATE ON market.candles_1m
   FOR EACH STATEMENT EXECUTE FUNCTION market._candles_after_truncate();
 
--- Candles written before this schema existed (or with triggers bypassed): build their state.
+-- Candles written before this schema existed (a database created by pg_ta 0.1.0, or candles
+-- written with the triggers bypassed): build their state.
 DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM market.candles_1m)
      AND NOT EXISTS (SELECT 1 FROM market.screener_state) THEN
+    RAISE NOTICE 'pg_ta: building the screener state of % instruments from their candles',
+      (SELECT count(*) FROM (SELECT DISTINCT market, symbol FROM market.candles_1m) i);
     PERFORM market.rebuild_screener_state();
   END IF;
 END
 $$;
 
 COMMENT ON FUNCTION market._rules_query(text) IS
-  'Internal: the SQL of the generated evaluator (rules array -> dedup, cooldown, alert_history, NOTIFY).';
+  'Internal: the SQL of the generated evaluator ($1 = the screener rows; rules array -> dedup, '
+  'cooldown, alert_history; returns alert ids and payloads).';
 COMMENT ON FUNCTION market._rule_branch(integer, text) IS
   'Internal: one compiled rule as an element of the evaluator''s array: its id when it fires, else NULL.';
 COMMENT ON FUNCTION market._regenerate_evaluator() IS
-  'Internal: (re)creates market._fire_rules from the enabled rules of market.alert_rules.';
+  'Internal: (re)creates market._fire_rules from the enabled rules of market.alert_rules, with '
+  'search_path and standard_conforming_strings pinned.';
 COMMENT ON FUNCTION market._alert_rules_changed() IS
   'Internal: statement trigger of market.alert_rules; regenerates the evaluator.';
-COMMENT ON FUNCTION market._apply_candle_changes(text[], timestamptz[], timestamptz[], market.candles_1m[]) IS
-  'Internal: shared body of the candle triggers; updates market.screener_state for the written '
-  'range of each symbol and evaluates the rules at the newest candle per symbol (unless '
-  'market.evaluate_alerts = off).';
 COMMENT ON FUNCTION market._candles_after_insert() IS
   'Internal: AFTER INSERT statement trigger of market.candles_1m (transition table new_rows).';
 COMMENT ON FUNCTION market._candles_after_update() IS
   'Internal: AFTER UPDATE statement trigger of market.candles_1m (transition tables old_rows, new_rows).';
+COMMENT ON FUNCTION market._candles_before_delete() IS
+  'Internal: BEFORE DELETE statement trigger of market.candles_1m; creates the session''s '
+  'pg_temp.pg_ta_deleted_candles (dropped at commit).';
+COMMENT ON FUNCTION market._candles_deleted_row() IS
+  'Internal: AFTER DELETE row trigger of market.candles_1m; records the deleted key (no '
+  'transition table: TimescaleDB refuses those for DELETE on compressed hypertables).';
 COMMENT ON FUNCTION market._candles_after_delete() IS
-  'Internal: AFTER DELETE statement trigger of market.candles_1m (transition table old_rows); '
-  'dropping the oldest candles of a symbol only drops their state rows, any other delete '
-  'recomputes the state from the first deleted candle.';
+  'Internal: AFTER DELETE statement trigger of market.candles_1m; deleting the oldest candles of '
+  'an instrument up to a day start only drops older checkpoints, any other delete recomputes the '
+  'instrument from the first deleted candle.';
 COMMENT ON FUNCTION market._candles_after_truncate() IS
-  'Internal: AFTER TRUNCATE trigger of market.candles_1m; empties market.screener_state.';
+  'Internal: AFTER TRUNCATE trigger of market.candles_1m; empties the screener state and checkpoints.';

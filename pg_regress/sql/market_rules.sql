@@ -3,25 +3,32 @@
 SET client_min_messages = warning;
 
 -- ta.rule_compile turns a rule expression into safe SQL over a metrics row type.
-SELECT ta.rule_compile('change_5m > 2 AND rsi_14 < $rsi_max', 'market.screener_row',
+SELECT ta.rule_compile('change_5m > 2 AND rsi_14 < $rsi_max', 'ta.screener_row',
                        '{"rsi_max": 30}');
 SELECT ta.rule_compile('vol_5m / vol_15m > 0.5 OR symbol IN (''BTCUSDT'', ''ETHUSDT'')',
-                       'market.screener_row', '{}');
+                       'ta.screener_row', '{}');
 SELECT ta.rule_compile('ln(price) IS NOT NULL AND change_1h BETWEEN -1 AND $x',
-                       'market.screener_row', '{"x": "2.5"}');
+                       'ta.screener_row', '{"x": "2.5"}');
 
 -- what is rejected, with the SQLSTATE a client can test
 \set VERBOSITY terse
-SELECT ta.rule_compile('change_5m > 2 AND rsi > 30', 'market.screener_row', '{}');
-SELECT ta.rule_compile('change_5m >', 'market.screener_row', '{}');
-SELECT ta.rule_compile('(SELECT 1) > 0', 'market.screener_row', '{}');
-SELECT ta.rule_compile('change_5m > 1; DROP TABLE market.candles_1m', 'market.screener_row', '{}');
-SELECT ta.rule_compile('pg_sleep(1) IS NULL', 'market.screener_row', '{}');
-SELECT ta.rule_compile('change_5m + 1', 'market.screener_row', '{}');
-SELECT ta.rule_compile('open_time > 1', 'market.screener_row', '{}');
-SELECT ta.rule_compile('change_5m > $missing', 'market.screener_row', '{}');
-SELECT ta.rule_compile('change_5m > $x', 'market.screener_row', '{"x": "1 OR true"}');
+SELECT ta.rule_compile('change_5m > 2 AND rsi > 30', 'ta.screener_row', '{}');
+SELECT ta.rule_compile('change_5m >', 'ta.screener_row', '{}');
+SELECT ta.rule_compile('(SELECT 1) > 0', 'ta.screener_row', '{}');
+SELECT ta.rule_compile('change_5m > 1; DROP TABLE market.candles_1m', 'ta.screener_row', '{}');
+SELECT ta.rule_compile('pg_sleep(1) IS NULL', 'ta.screener_row', '{}');
+SELECT ta.rule_compile('change_5m + 1', 'ta.screener_row', '{}');
+SELECT ta.rule_compile('open_time > 1', 'ta.screener_row', '{}');
+SELECT ta.rule_compile('change_5m > $missing', 'ta.screener_row', '{}');
+SELECT ta.rule_compile('change_5m > $x', 'ta.screener_row', '{"x": "1 OR true"}');
 SELECT ta.rule_compile('change_5m > 1', 'no_such_type', '{}');
+SELECT ta.rule_compile('symbol = E''x''', 'ta.screener_row', '{}');
+SELECT ta.rule_compile('round(price, 99) > 0', 'ta.screener_row', '{}');
+-- limits: nesting depth 100 (54001), 16384 bytes of input and 2000 nodes (54000)
+SELECT ta.rule_compile(repeat('(', 100) || 'price' || repeat(')', 100) || ' > 0',
+                       'ta.screener_row', '{}');
+SELECT ta.rule_compile(repeat('not ', 200000) || 'true', 'ta.screener_row', '{}');
+SELECT ta.rule_compile(repeat('price > 0 AND ', 700) || 'true', 'ta.screener_row', '{}');
 \set VERBOSITY default
 -- the SQLSTATE tells the kind of mistake
 SET client_min_messages = notice;
@@ -29,9 +36,11 @@ DO $$
 DECLARE e text;
 BEGIN
   FOREACH e IN ARRAY ARRAY['chnage_5m > 1', 'change_5m >', 'pg_sleep(1) IS NULL',
-                           'symbol > 1', 'change_5m > $k'] LOOP
+                           'symbol > 1', 'change_5m > $k', 'price > 1e1001',
+                           repeat('(', 100) || 'price' || repeat(')', 100) || ' > 0',
+                           repeat('not ', 200000) || 'true'] LOOP
     BEGIN
-      PERFORM ta.rule_compile(e, 'market.screener_row', '{}');
+      PERFORM ta.rule_compile(e, 'ta.screener_row', '{}');
     EXCEPTION WHEN OTHERS THEN
       RAISE NOTICE '% -> %', rpad(e, 20), SQLSTATE;
     END;
@@ -39,6 +48,32 @@ BEGIN
 END
 $$;
 SET client_min_messages = warning;
+
+-- strings: a quote inside is doubled, a backslash is an ordinary character ('a\' is the text
+-- a\); the compiled E'' literal means that text under either standard_conforming_strings
+CREATE FUNCTION pg_temp.fires(p_rule text, p_symbol text) RETURNS boolean
+LANGUAGE plpgsql AS $f$
+DECLARE r boolean;
+BEGIN
+  EXECUTE format('SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::ta.screener_row, $1) m',
+                 ta.rule_compile(p_rule, 'ta.screener_row', '{}'))
+     INTO r USING jsonb_build_object('symbol', p_symbol);
+  RETURN r;
+END
+$f$;
+SELECT ta.rule_compile($r$symbol = 'a\' OR symbol = 'it''s'$r$, 'ta.screener_row', '{}');
+SET standard_conforming_strings = on;
+SELECT pg_temp.fires($r$symbol = 'a\'$r$, $s$a\$s$) AS backslash,
+       pg_temp.fires($r$symbol = 'a\' OR symbol = ') OR true --'$r$, 'BTCUSDT') AS injection,
+       pg_temp.fires($r$symbol = 'it''s'$r$, $s$it's$s$) AS quote;
+SET standard_conforming_strings = off;
+SELECT pg_temp.fires($r$symbol = 'a\'$r$, $s$a\$s$) AS backslash,
+       pg_temp.fires($r$symbol = 'a\' OR symbol = ') OR true --'$r$, 'BTCUSDT') AS injection,
+       pg_temp.fires($r$symbol = 'it''s'$r$, $s$it's$s$) AS quote;
+RESET standard_conforming_strings;
+-- output grows linearly: 23 nested sqrt() (147 bytes) compiled to 352 MB in pg_ta 0.1.0
+SELECT length(ta.rule_compile(repeat('sqrt(', 23) || 'price' || repeat(')', 23) || ' > 0',
+                              'ta.screener_row', '{}')) AS sql_bytes;
 
 -- the sixteen presets
 SELECT rule_id, name, kind, enabled, cooldown, config
@@ -67,7 +102,7 @@ UPDATE market.alert_rules SET enabled = false WHERE name = 'flat_1m';
 SELECT count(*) AS enabled_rules FROM market.alert_rules WHERE enabled;
 SELECT count(*) AS rule_branches
   FROM pg_proc, regexp_matches(prosrc, 'THEN \d+ END', 'g')
- WHERE pg_proc.oid = 'market._fire_rules(text[], bigint[])'::regprocedure;
+ WHERE pg_proc.oid = 'market._fire_rules(ta.screener_row[])'::regprocedure;
 
 -- re-applying the schema keeps user edits (config values, enabled flags, custom rules)
 \set ECHO none

@@ -65,11 +65,12 @@ SELECT open_time, candles, price, change_5m FROM market.screener_at('2024-01-01 
 SELECT abs(s.vcp - v.vcp) < 1e-12 AS vcp_matches
   FROM market.screener s,
        (SELECT ta.vcp(close, (open + close) / 2, high, low) AS vcp
-          FROM market.candles_1m WHERE open_time = '2024-01-01 00:24') v;
+          FROM market.candles_1m WHERE open_time = '2024-01-01 00:24') v
+ WHERE s.market = 'spot' AND s.symbol = 'TESTUSDT';
 
 -- rewriting a stored minute with identical values changes nothing and fires nothing
 INSERT INTO market.candles_1m SELECT * FROM market.candles_1m WHERE open_time = '2024-01-01 00:22'
-ON CONFLICT (symbol, open_time) DO UPDATE SET close = EXCLUDED.close
+ON CONFLICT (market, symbol, open_time) DO UPDATE SET close = EXCLUDED.close
 WHERE market.candles_1m.close IS DISTINCT FROM EXCLUDED.close;
 SELECT count(*) AS alerts FROM market.alert_history;
 
@@ -89,18 +90,41 @@ SELECT 'THIRDUSDT', open_time, close_time, open, high, low, close, volume, quote
   FROM market.candles_1m WHERE symbol = 'TESTUSDT';
 SELECT symbol, rule, open_time FROM market.alert_history WHERE symbol = 'THIRDUSDT';
 
--- the incremental state equals a rebuild from scratch
-CREATE TEMP TABLE live AS SELECT * FROM market.screener_state;
+-- the state kept: one head per instrument (and a checkpoint per UTC day), equal to a rebuild
+SELECT market, symbol, open_time, ("row").candles FROM market.screener_state ORDER BY 1, 2;
+SELECT market, symbol, open_time, candles, last_open_time FROM market.screener_checkpoints
+ ORDER BY 1, 2, 3;
+CREATE TEMP TABLE live AS SELECT market, symbol, open_time, "row"::text AS r, chain::text AS c
+  FROM market.screener_state;
 SELECT market.rebuild_screener_state();
-SELECT count(*) AS state_rows,
-       count(*) FILTER (WHERE l IS DISTINCT FROM b) AS rows_differing
-  FROM live l FULL JOIN market.screener_state b USING (symbol, seq);
+SELECT count(*) AS heads,
+       count(*) FILTER (WHERE (l.open_time, l.r, l.c) IS DISTINCT FROM (b.open_time, b."row"::text, b.chain::text))
+         AS heads_differing
+  FROM live l FULL JOIN market.screener_state b USING (market, symbol);
 
--- deleting the oldest candles (retention) keeps the state of the newer ones
-DELETE FROM market.candles_1m WHERE open_time < '2024-01-01 00:05';
-SELECT symbol, min(seq), max(seq), count(*) FROM market.screener_state GROUP BY symbol ORDER BY 1;
+-- the same symbol on USD-M futures is another instrument
+INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low, close,
+                               volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
+SELECT 'usdm', symbol, open_time, close_time, open * 2, high * 2, low * 2, close * 2, volume,
+       quote_volume * 3, trades, taker_buy_volume, taker_buy_quote_volume
+  FROM market.candles_1m WHERE market = 'spot' AND symbol = 'TESTUSDT';
+SELECT market, symbol, candles, price, vol_5m FROM market.screener WHERE symbol = 'TESTUSDT'
+ ORDER BY market;
+SELECT market, symbol, count(*) FROM market.screener_range('2024-01-01', '2024-01-02', ARRAY['TESTUSDT'])
+ GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT market, count(*) FROM market.screener_range('2024-01-01', '2024-01-02', NULL, 'usdm')
+ GROUP BY 1;
 
--- a day and a half of a deterministic wave: the 1d-window metrics against the ta.* aggregates
+-- deleting the oldest candles from the middle of a UTC day restarts the chain at the first
+-- kept candle (candles counts from 1 again); out-of-order writes are recomputed
+DELETE FROM market.candles_1m WHERE market = 'spot' AND symbol = 'TESTUSDT'
+   AND open_time < '2024-01-01 00:05';
+SELECT market, symbol, open_time, ("row").candles FROM market.screener_state
+ WHERE symbol = 'TESTUSDT' ORDER BY 1;
+SELECT open_time, candles FROM market.screener_checkpoints WHERE symbol = 'TESTUSDT'
+ ORDER BY market, open_time;
+
+-- three and a half days of a deterministic wave: the 1d-window metrics against the ta.* aggregates
 -- over the same 1440 candles
 INSERT INTO market.candles_1m
 SELECT 'WAVEUSDT', t, t + interval '59.999 seconds', o, greatest(o, c) + 0.25, least(o, c) - 0.25, c,
@@ -108,7 +132,7 @@ SELECT 'WAVEUSDT', t, t + interval '59.999 seconds', o, greatest(o, c) + 0.25, l
   FROM (SELECT timestamptz '2024-02-01' + (m || ' minutes')::interval AS t,
                round((100 + 10 * sin(m / 50.0))::numeric, 2) AS o,
                round((100 + 10 * sin((m + 1) / 50.0))::numeric, 2) AS c
-          FROM generate_series(0, 2159) m) w;
+          FROM generate_series(0, 4999) m) w;
 WITH s AS (SELECT * FROM market.screener WHERE symbol = 'WAVEUSDT'),
      ref AS (
        SELECT ta.fib_pivots(high, low, close ORDER BY open_time) AS f,
@@ -126,3 +150,39 @@ SELECT s.candles, s.high_1d = ref.h AS high_1d_ok, s.low_1d = ref.l AS low_1d_ok
        s.macd_hist = (SELECT (ta.macd(close, 12, 26, 9 ORDER BY open_time)).macd_hist
                         FROM market.candles_1m WHERE symbol = 'WAVEUSDT') AS macd_ok
   FROM s, ref;
+
+-- the data schema's checkpoint machinery gives what the engine gives from a fresh start over
+-- the whole series (ta.screener over the candles), at every candle
+SELECT count(*) AS rows_checked,
+       count(*) FILTER (WHERE r::text IS DISTINCT FROM e::text) AS rows_differing
+  FROM (SELECT m AS r FROM market.screener_range('2024-02-01', '2024-02-05', ARRAY['WAVEUSDT']) m) x
+  FULL JOIN (SELECT ta.screener(market, symbol, open_time, close_time, open, high, low, close,
+                                quote_volume) OVER (ORDER BY open_time) AS e
+               FROM market.candles_1m WHERE symbol = 'WAVEUSDT') y
+    ON (x.r).open_time = (y.e).open_time;
+-- and from any start inside the series (windows reach back, the chain comes from checkpoints)
+SELECT count(*) AS rows_checked,
+       count(*) FILTER (WHERE r::text IS DISTINCT FROM e::text) AS rows_differing
+  FROM (SELECT m AS r FROM market.screener_range('2024-02-04 01:00', '2024-02-04 03:00',
+                                                 ARRAY['WAVEUSDT']) m) x
+  JOIN (SELECT ta.screener(market, symbol, open_time, close_time, open, high, low, close,
+                           quote_volume) OVER (ORDER BY open_time) AS e
+          FROM market.candles_1m WHERE symbol = 'WAVEUSDT') y
+    ON (x.r).open_time = (y.e).open_time;
+SELECT open_time, candles FROM market.screener_checkpoints WHERE symbol = 'WAVEUSDT' ORDER BY 1;
+
+-- retention: deleting whole UTC days from the start keeps every kept candle's values
+CREATE TEMP TABLE wave_before AS
+SELECT m::text AS r, m.open_time FROM market.screener_range('2024-02-02', '2024-02-05', ARRAY['WAVEUSDT']) m;
+CREATE TEMP TABLE wave_head AS SELECT "row"::text AS r FROM market.screener_state WHERE symbol = 'WAVEUSDT';
+DELETE FROM market.candles_1m WHERE symbol = 'WAVEUSDT' AND open_time < '2024-02-02';
+SELECT open_time, candles FROM market.screener_checkpoints WHERE symbol = 'WAVEUSDT' ORDER BY 1;
+SELECT count(*) AS kept_rows,
+       count(*) FILTER (WHERE b.r IS DISTINCT FROM a.r) AS rows_differing
+  FROM wave_before b
+  JOIN (SELECT m::text AS r, m.open_time
+          FROM market.screener_range('2024-02-02', '2024-02-05', ARRAY['WAVEUSDT']) m) a
+    USING (open_time)
+ WHERE b.open_time >= '2024-02-02 00:00'::timestamptz + interval '2879 minutes';
+SELECT s."row"::text = h.r AS head_unchanged
+  FROM market.screener_state s, wave_head h WHERE s.symbol = 'WAVEUSDT';

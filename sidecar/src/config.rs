@@ -11,6 +11,7 @@ use crate::constants::{
     ALERT_CHANNEL, DEFAULT_DATABASE_URL, DEFAULT_MAX_CONNECTION_AGE_SECS, DEFAULT_REST_URL,
     DEFAULT_WS_URL,
 };
+use crate::notify::{DEFAULT_DISCORD_API_URL, DEFAULT_TELEGRAM_API_URL};
 
 /// ta-feed: Binance 1-minute klines into PostgreSQL for pg_ta.
 #[derive(Debug, Parser)]
@@ -40,8 +41,12 @@ pub enum Command {
     Import(ImportArgs),
     /// Run a fake Binance (REST + WebSocket) that replays recorded klines12 CSVs.
     Replay(ReplayArgs),
-    /// LISTEN on the alert channel and print every payload as one JSON line.
+    /// LISTEN on the alert channel and print every alert stored in market.alert_history as
+    /// one JSON line (forged notifications are logged and skipped).
     Listen(ListenArgs),
+    /// Deliver alerts from market.alert_deliveries to Discord, Telegram and webhook sinks
+    /// (at least once per matching sink, across restarts).
+    Notify(NotifyArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -115,6 +120,11 @@ pub struct StreamArgs {
     /// SIGINT/SIGTERM). Meant for tests and demos.
     #[arg(long, env = "STOP_AFTER_MINUTES", default_value_t = 0)]
     pub stop_after_minutes: u64,
+
+    /// Serve /health, /ready, /live and /metrics on this address (e.g. 127.0.0.1:9898); off
+    /// when unset. --metrics-addr serves the same endpoints.
+    #[arg(long, env = "HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -179,6 +189,84 @@ pub struct ListenArgs {
     /// NOTIFY channel to LISTEN on.
     #[arg(long, env = "ALERT_CHANNEL", default_value = ALERT_CHANNEL)]
     pub channel: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// NOTIFY channel that wakes the notifier (payloads are never trusted).
+    #[arg(long, env = "ALERT_CHANNEL", default_value = ALERT_CHANNEL)]
+    pub channel: String,
+
+    /// Serve /health, /ready, /live and /metrics on this address; off when unset.
+    #[arg(long, env = "HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+
+    /// Discord API base URL (requests go to {url}/webhooks/ID/TOKEN).
+    #[arg(long, env = "DISCORD_API_URL", default_value = DEFAULT_DISCORD_API_URL)]
+    pub discord_api_url: url::Url,
+
+    /// Telegram Bot API base URL (requests go to {url}/botTOKEN/sendMessage).
+    #[arg(long, env = "TELEGRAM_API_URL", default_value = DEFAULT_TELEGRAM_API_URL)]
+    pub telegram_api_url: url::Url,
+
+    /// Look for due deliveries at least this often, milliseconds (LISTEN wakes it sooner).
+    #[arg(long, env = "NOTIFY_POLL_INTERVAL_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub poll_interval_ms: u64,
+
+    /// Re-read market.alert_sinks (and refresh /health figures) this often, milliseconds.
+    #[arg(long, env = "NOTIFY_SINKS_REFRESH_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub sinks_refresh_ms: u64,
+
+    /// First retry delay after a failed send, milliseconds (doubles per consecutive failure).
+    #[arg(long, env = "NOTIFY_RETRY_INITIAL_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub retry_initial_ms: u64,
+
+    /// Longest retry delay of a healthy sink, milliseconds.
+    #[arg(long, env = "NOTIFY_RETRY_MAX_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub retry_max_ms: u64,
+
+    /// Consecutive failed sends after which a sink is marked unhealthy.
+    #[arg(long, env = "NOTIFY_UNHEALTHY_AFTER", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub unhealthy_after: u32,
+
+    /// Retry delay of an unhealthy sink, milliseconds.
+    #[arg(long, env = "NOTIFY_UNHEALTHY_RETRY_MS", default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub unhealthy_retry_ms: u64,
+
+    /// Timeout of one HTTP request to a sink, milliseconds.
+    #[arg(long, env = "NOTIFY_SEND_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub send_timeout_ms: u64,
+
+    /// Call market.prune_alert_deliveries() this often, seconds.
+    #[arg(long, env = "NOTIFY_PRUNE_INTERVAL_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub prune_interval_secs: u64,
+}
+
+impl NotifyArgs {
+    /// The notifier's settings.
+    pub fn config(&self, database_url: &str) -> crate::notify::NotifyConfig {
+        let mut c = crate::notify::NotifyConfig::new(database_url);
+        c.channel = self.channel.clone();
+        c.endpoints.discord_api = self.discord_api_url.clone();
+        c.endpoints.telegram_api = self.telegram_api_url.clone();
+        c.poll_interval = Duration::from_millis(self.poll_interval_ms);
+        c.sinks_refresh = Duration::from_millis(self.sinks_refresh_ms);
+        c.retry_initial = Duration::from_millis(self.retry_initial_ms);
+        c.retry_max = Duration::from_millis(self.retry_max_ms);
+        c.unhealthy_after = self.unhealthy_after;
+        c.unhealthy_retry = Duration::from_millis(self.unhealthy_retry_ms);
+        c.send_timeout = Duration::from_millis(self.send_timeout_ms);
+        c.prune_interval = Duration::from_secs(self.prune_interval_secs);
+        c
+    }
 }
 
 impl StreamArgs {
@@ -301,5 +389,34 @@ mod tests {
         let cli =
             Cli::try_parse_from(["ta-feed", "import", "x.csv.gz", "--symbol", "btcusdt"]).unwrap();
         assert!(matches!(cli.command, Command::Import(_)));
+        let cli = Cli::try_parse_from([
+            "ta-feed",
+            "notify",
+            "--discord-api-url",
+            "http://127.0.0.1:9/api",
+            "--retry-initial-ms",
+            "250",
+        ])
+        .unwrap();
+        let Command::Notify(n) = cli.command else {
+            panic!()
+        };
+        let c = n.config("postgres://h/db");
+        assert_eq!(c.endpoints.discord_api.as_str(), "http://127.0.0.1:9/api");
+        assert_eq!(c.retry_initial, Duration::from_millis(250));
+        assert_eq!(c.unhealthy_after, 5);
+        // numeric flags are range-checked
+        for bad in [
+            ["--retry-initial-ms", "0"],
+            ["--unhealthy-after", "0"],
+            ["--send-timeout-ms", "-1"],
+            ["--poll-interval-ms", "1e300"],
+        ] {
+            let r = Cli::try_parse_from(["ta-feed", "notify", bad[0], bad[1]]);
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
+        assert!(
+            Cli::try_parse_from(["ta-feed", "notify", "--discord-api-url", "not a url"]).is_err()
+        );
     }
 }

@@ -111,3 +111,10 @@ pub mod metric {
     pub const LAST_CLOSED_OPEN_TIME: &str = "ta_feed_last_closed_open_time_seconds";
     pub const DB_RETRIES: &str = "ta_feed_db_retries_total";
 }
+
+// ---- Alert delivery, listen, health (sql/011_alert_delivery.sql, notify, health) -----
+
+/// Metric names of `listen`, `notify` and the health server.
+pub mod notify_metric {
+    pub const FORGED_NOTIFICATIONS: &str = "ta_feed_forged_notifications_total";
+}

@@ -9,9 +9,13 @@ pub mod backoff;
 pub mod binance;
 pub mod config;
 pub mod constants;
+pub mod db;
+pub mod health;
 pub mod import;
 pub mod listen;
+pub mod market;
 pub mod migrate;
+pub mod notify;
 pub mod replay;
 pub mod shutdown;
 pub mod sink;
@@ -67,15 +71,16 @@ pub async fn run(
                 flush_ms = args.flush_ms,
                 "stream"
             );
-            if let Some(addr) = args.metrics_addr {
-                metrics_exporter_prometheus::PrometheusBuilder::new()
-                    .with_http_listener(addr)
-                    .install()
-                    .with_context(|| format!("metrics exporter on {addr}"))?;
-                info!(%addr, "Prometheus metrics at /metrics");
-            }
+            let health = serve_health(
+                health::Component::Stream,
+                [args.health_addr, args.metrics_addr],
+            )
+            .await?;
             let mut cfg =
                 stream::StreamConfig::new(&cli.database_url, symbols, &args.ws_url, &args.rest_url);
+            if let Some(h) = health {
+                cfg.health = h;
+            }
             cfg.backfill_minutes = args.backfill_minutes;
             cfg.flush = args.flush();
             cfg.reconnect_initial = Duration::from_millis(args.reconnect_initial_ms);
@@ -116,10 +121,51 @@ pub async fn run(
         }
         Command::Listen(args) => {
             let mut out = std::io::stdout();
-            listen::run_listen(&cli.database_url, &args.channel, &mut out, shutdown)
+            let summary = listen::run_listen(&cli.database_url, &args.channel, &mut out, shutdown)
                 .await
                 .context("listen")?;
+            info!(
+                printed = summary.printed,
+                forged = summary.forged,
+                "listen finished"
+            );
+        }
+        Command::Notify(args) => {
+            let cfg = args.config(&cli.database_url);
+            info!(
+                database = %db,
+                channel = %cfg.channel,
+                discord_api = %cfg.endpoints.discord_api,
+                telegram_api = %cfg.endpoints.telegram_api,
+                "notify"
+            );
+            let health = serve_health(health::Component::Notify, [args.health_addr, None]).await?;
+            let summary = notify::run_notify(cfg, health, shutdown)
+                .await
+                .context("notify")?;
+            info!(?summary, "notify finished");
         }
     }
     Ok(())
+}
+
+/// Starts the health endpoints on each distinct address given (none: no server, no state).
+async fn serve_health(
+    component: health::Component,
+    addrs: [Option<std::net::SocketAddr>; 2],
+) -> anyhow::Result<Option<std::sync::Arc<health::HealthState>>> {
+    let mut addrs: Vec<std::net::SocketAddr> = addrs.into_iter().flatten().collect();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Ok(None);
+    }
+    let state = health::HealthState::new(component);
+    for addr in addrs {
+        let (bound, _task) = health::serve(addr, state.clone())
+            .await
+            .with_context(|| format!("health endpoints on {addr}"))?;
+        // tests bind port 0 and read the address from here
+        println!("health on {bound}");
+    }
+    Ok(Some(state))
 }

@@ -74,6 +74,8 @@ pub struct StreamConfig {
     pub connect_wait: Duration,
     /// Stop cleanly after this many distinct live minutes were written (0 = never).
     pub stop_after_minutes: u64,
+    /// Health state (served by `--health-addr`; reported into whether served or not).
+    pub health: std::sync::Arc<crate::health::HealthState>,
 }
 
 impl StreamConfig {
@@ -96,6 +98,7 @@ impl StreamConfig {
             idle_timeout: Duration::from_secs(120),
             connect_wait: Duration::from_secs(10),
             stop_after_minutes: 0,
+            health: crate::health::HealthState::new(crate::health::Component::Stream),
         }
     }
 }

@@ -471,7 +471,7 @@ def check_alerts(conn, kl, stream: Child, listen: Child, synthetic: bool) -> np.
         tm = _ms(datetime.strptime(ot, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc))
         i = idx[tm]
         k = kl_by[tm]
-        checks = [("version", p["version"], 1), ("price", float(p["price"]), float(k.close)),
+        checks = [("version", p["version"], 2), ("market", p["market"], "spot"), ("price", float(p["price"]), float(k.close)),
                   ("close_time", p["close_time"], ref.ms_to_iso(k.close_time))]
         for w, name in wins.items():
             ch = m.change_1m[i] if name is None else getattr(m, f"change_{name}")[i]
@@ -512,9 +512,9 @@ def check_dedup(conn, path: str, kl, evaluated):
     new = ", ".join(f"EXCLUDED.{c}" for c in cols)
     variants = {
         "conditional upsert (as ta-feed)":
-            f"ON CONFLICT (symbol, open_time) DO UPDATE SET {same} WHERE ({old}) IS DISTINCT FROM ({new})",
+            f"ON CONFLICT (market, symbol, open_time) DO UPDATE SET {same} WHERE ({old}) IS DISTINCT FROM ({new})",
         "ON CONFLICT DO NOTHING": "ON CONFLICT DO NOTHING",
-        "unconditional upsert": f"ON CONFLICT (symbol, open_time) DO UPDATE SET {same}",
+        "unconditional upsert": f"ON CONFLICT (market, symbol, open_time) DO UPDATE SET {same}",
     }
     hist_before = conn.execute("SELECT symbol, rule_id, open_time, fired_at, payload::text"
                                " FROM market.alert_history ORDER BY 1, 2, 3").fetchall()

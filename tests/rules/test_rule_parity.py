@@ -17,7 +17,8 @@ Data (from PG_TA_SHARED_DATA, default <repo>/../shared/data/binance; never copie
      quote_volume = volume * close holds for every stored row).  The other columns:
      close_time = open_time + 59.999 s, trades = 0, taker volumes = 0.
      Loaded with one COPY statement per symbol into market.candles_1m under
-     SET LOCAL market.evaluate_alerts = off (the schema's triggers build screener_state).
+     SET LOCAL market.evaluate_alerts = off (the schema's triggers build the screener heads
+     and day checkpoints).
   2. spot/klines12/BTCUSDT-1m-*.csv.gz (real quote volumes), each file imported with
      `ta-feed import FILE` into its own fresh database (one of them has a real 284-minute
      outage and a truncated kline: windows count stored candles, so the gap is skipped).
@@ -37,10 +38,12 @@ computes it from running sums, the reference directly): those are excluded and c
    (live evaluation happens only for those minutes).  Every 5th minute is first written in a
    transaction that rolls back (its alerts and NOTIFYs must vanish); the NOTIFYs received by a
    LISTEN connection must equal alert_history (once each, same payloads); the second half
-   alternates market.screener_cache off/on every 10 minutes (window cache vs lookup path);
-   the screener metrics of the appended candles must survive market.rebuild_screener_state().
+   alternates market.screener_cache off/on every 10 minutes (engine cache vs a reload from a
+   checkpoint at every minute); the screener row the live path evaluated at each minute must
+   equal market.screener_range's (the set-based path from day checkpoints), and the heads must
+   survive market.rebuild_screener_state().
 
-Runtime (2 cores): about 2 minutes: ~30 s COPY (screener_state triggers), ~55 s for the 32
+Runtime (2 cores): about 2 minutes: ~30 s COPY (triggers), ~55 s for the 32
 market.backtest calls over the 13 x 30-day set (0.3-0.9 s per call, plus ~35 us per firing
 candle for its payload: flat_1m without cooldown fires 485,289 times, ~17 s), ~25 s for the
 rest.  PG_TA_RULES_JOBS=2 runs the backtests on two connections.
@@ -277,16 +280,19 @@ def test_ohlcv_13_symbols_april_2023():
         dsn = pg.fresh_database(DB)
         pg.migrate(DB)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        with pg.timed("ohlcv: COPY 13 symbols (screener_state built by triggers)", TIMINGS):
+        with pg.timed("ohlcv: COPY 13 symbols (screener head + checkpoints by triggers)", TIMINGS):
             for s, rows in sorted(data.items()):
                 copy_ohlcv(conn, s, rows)
-        n, bad, states, alerts = conn.execute(
+        n, bad, heads, checkpoints, days, alerts = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE quote_volume <> volume * close),"
             " (SELECT count(*) FROM market.screener_state),"
+            " (SELECT count(*) FROM market.screener_checkpoints),"
+            " count(DISTINCT (symbol, date_bin('1 day', open_time, '2000-01-01 00:00+00'))),"
             " (SELECT count(*) FROM market.alert_history) FROM market.candles_1m").fetchone()
         assert n == sum(len(r) for r in data.values())
         assert bad == 0, f"{bad} rows where quote_volume <> volume * close in SQL numeric"
-        assert states == n, f"screener_state has {states} rows for {n} candles"
+        # bounded derived state: a head per instrument, a checkpoint per instrument-day
+        assert (heads, checkpoints) == (len(data), days), (heads, checkpoints, days)
         assert alerts == 0, "bulk load with evaluate_alerts = off wrote alerts"
 
         with pg.timed("ohlcv: Python reference metrics", TIMINGS):
@@ -360,9 +366,11 @@ def test_live_path_slice():
         listener.execute(f'LISTEN "{channel}"')
         t0 = time.monotonic()
         lookups = rollbacks = 0
+        heads = {}   # the screener rows the live path evaluated, minute by minute
         for j, t in enumerate(live):
-            # The schema serves the live append from a per-session window cache and falls back
-            # to index lookups (market.screener_cache = off forces them).  The second half of
+            # The schema serves the live append from a per-session engine cache and reloads it
+            # from a checkpoint when it is stale (market.screener_cache = off forces a reload
+            # at every minute).  The second half of
             # the slice alternates the two every 10 minutes, so both paths and the cache's
             # invalidation are exercised.
             lookup = j >= len(live) // 2 and (j // 10) % 2 == 0
@@ -388,6 +396,9 @@ def test_live_path_slice():
                 if lookup:
                     conn.execute("SET LOCAL market.screener_cache = off")
                 conn.execute(insert, params)
+            for sym, ot, row in conn.execute("SELECT symbol, open_time, row_to_json(s)::text"
+                                             " FROM market.screener s"):
+                heads[(sym, ot)] = row
         dt = time.monotonic() - t0
         TIMINGS.append((f"live slice: {len(live)} minutes x {len(LIVE_SYMBOLS)} symbols, one "
                         "statement per minute", dt))
@@ -441,17 +452,23 @@ def test_live_path_slice():
                             f"{sorted(hist_payloads.keys() - payloads.keys())[:5]}, payloads differ "
                             f"{[k for k in payloads.keys() & hist_payloads.keys() if payloads[k] != hist_payloads[k]][:5]}")
 
-        # the live path builds screener_state one candle at a time (market._state_append);
-        # a set-based rebuild (market._state_recompute) must give the same metrics
+        # the live path (engine cache, reloads) must give, at every live minute, exactly the
+        # row the set-based path computes from checkpoints (market.screener_range)
         q = ("SELECT m.symbol, m.open_time, row_to_json(m)::text"
              " FROM market.screener_range(%s, %s) m ORDER BY 1, 2")
-        live_rows = conn.execute(q, (_dt(slice_lo), _dt(slice_hi))).fetchall()
-        conn.execute("SELECT market.rebuild_screener_state()")
-        rebuilt = conn.execute(q, (_dt(slice_lo), _dt(slice_hi))).fetchall()
-        diff = [(a[0], a[1]) for a, b in zip(live_rows, rebuilt) if a != b]
-        print(f"screener metrics of the {len(live_rows)} live-appended candles vs a rebuild: "
+        ranged = {(a, b): c for a, b, c in conn.execute(q, (_dt(slice_lo), _dt(slice_hi)))}
+        diff = [k for k in heads if ranged.get(k) != heads[k]]
+        print(f"screener rows of the {len(heads)} live-evaluated candles vs screener_range: "
               f"{len(diff)} differ")
-        if len(live_rows) != len(rebuilt) or diff:
-            failures.append(f"live-appended screener_state differs from a rebuild at {diff[:5]}")
+        if len(heads) != sum(len(by_minute[t]) for t in live) or diff:
+            failures.append(f"live screener rows differ from screener_range at {diff[:5]}")
+        # and the heads survive a rebuild
+        before = conn.execute("SELECT \"row\"::text, chain::text FROM market.screener_state"
+                              " ORDER BY market, symbol").fetchall()
+        conn.execute("SELECT market.rebuild_screener_state()")
+        after = conn.execute("SELECT \"row\"::text, chain::text FROM market.screener_state"
+                             " ORDER BY market, symbol").fetchall()
+        if before != after:
+            failures.append("screener heads differ after market.rebuild_screener_state()")
     pg.drop_database(DB)
     assert not failures, "\n".join(failures)

@@ -62,13 +62,23 @@ impl Ema {
         [self.count as f64, self.sum, self.prev]
     }
 
-    /// Restores what [`Ema::to_state`] wrote.
+    /// Restores what [`Ema::to_state`] wrote: count in `0..=time_period`, finite values.
     pub(crate) fn from_state(n: usize, s: &[f64]) -> Result<Self, TaError> {
         let mut e = Self::with_period(n);
-        e.count = state_count(s[0])?.min(n);
+        e.count = state_count(s[0], n)?;
         e.sum = state_value(s[1])?;
         e.prev = state_value(s[2])?;
         Ok(e)
+    }
+
+    /// Values seen so far, saturating at `time_period` (seeded).
+    pub(crate) fn seen(&self) -> usize {
+        self.count
+    }
+
+    /// True when the state holds only finite numbers.
+    pub(crate) fn is_finite(&self) -> bool {
+        self.sum.is_finite() && self.prev.is_finite()
     }
 }
 

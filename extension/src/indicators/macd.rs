@@ -124,11 +124,39 @@ impl Macd {
         check_same_param("fast_period", s[1], fast_period)?;
         check_same_param("slow_period", s[2], slow_period)?;
         check_same_param("signal_period", s[3], signal_period)?;
-        m.count = state_count(s[4])?.min(m.slow_n + 1);
+        m.count = state_count(s[4], m.slow_n + 1)?;
         m.fast = Ema::from_state(m.fast_n, &s[5..8])?;
         m.slow = Ema::from_state(m.slow_n, &s[8..11])?;
         m.signal = Ema::from_state(m.signal_n, &s[11..14])?;
+        // the EMAs' counters follow from the bar counter (see `update`): the slow EMA sees
+        // every bar, the fast one starts slow-fast bars later, the signal line only after
+        // the slow EMA is seeded
+        let fast_seen = m.count.saturating_sub(m.slow_n - m.fast_n).min(m.fast_n);
+        if m.slow.seen() != m.count.min(m.slow_n)
+            || m.fast.seen() != fast_seen
+            || (m.count < m.slow_n && m.signal.seen() != 0)
+        {
+            return Err(TaError::InvalidState {
+                reason: format!(
+                    "EMA counters {}, {}, {} do not match bar counter {}",
+                    m.fast.seen(),
+                    m.slow.seen(),
+                    m.signal.seen(),
+                    m.count
+                ),
+            });
+        }
         Ok(m)
+    }
+
+    /// Bars seen so far, saturating at `slow_period + 1`.
+    pub fn seen(&self) -> usize {
+        self.count
+    }
+
+    /// True when the state holds only finite numbers.
+    pub fn is_finite(&self) -> bool {
+        self.fast.is_finite() && self.slow.is_finite() && self.signal.is_finite()
     }
 }
 
@@ -221,6 +249,48 @@ mod tests {
         ));
         assert!(matches!(
             Macd::from_state(&[7101.0, 14.0, 0.0, 0.0, 0.0, 0.0], 12, 26, 9),
+            Err(TaError::InvalidState { .. })
+        ));
+    }
+
+    #[test]
+    fn forged_states_are_rejected() {
+        // TC5: [marker, fast, slow, signal, count, fast(count, sum, prev), slow(..), signal(..)]
+        let mut m = Macd::new(12, 26, 9).unwrap();
+        let mut states = vec![m.to_state()];
+        for &x in g::CLOSE {
+            m.update(x);
+            states.push(m.to_state());
+        }
+        // every state update() produces is accepted (counters consistent at every bar)
+        for s in &states {
+            assert!(Macd::from_state(s, 12, 26, 9).is_ok(), "{s:?}");
+        }
+        let seeded = states.last().unwrap().clone();
+        for (i, bad) in [
+            (4, 28.0),     // bar counter past slow_period + 1
+            (4, -1.0),     // negative
+            (5, 13.0),     // fast EMA counter past its period
+            (8, 25.0),     // slow EMA counter inconsistent with the bar counter
+            (11, 10.0),    // signal counter past its period
+            (6, f64::NAN), // non-finite sums and values
+            (10, f64::INFINITY),
+        ] {
+            let mut s = seeded.clone();
+            s[i] = bad;
+            assert!(
+                matches!(
+                    Macd::from_state(&s, 12, 26, 9),
+                    Err(TaError::InvalidState { .. })
+                ),
+                "element {i} = {bad}"
+            );
+        }
+        // a signal line that started before the slow EMA was seeded
+        let mut early = states[10].clone();
+        early[11] = 1.0;
+        assert!(matches!(
+            Macd::from_state(&early, 12, 26, 9),
             Err(TaError::InvalidState { .. })
         ));
     }

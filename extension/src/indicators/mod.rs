@@ -157,13 +157,14 @@ pub(crate) fn check_same_param(name: &'static str, was: f64, got: i32) -> Result
     Ok(())
 }
 
-/// Decodes a non-negative integer count stored as f64 in a serialised state.
-pub(crate) fn state_count(x: f64) -> Result<usize, TaError> {
-    if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9.0e15 {
+/// Decodes a counter stored as f64 in a serialised state: an integer in `0..=max` (the
+/// largest value the streaming state itself ever stores).
+pub(crate) fn state_count(x: f64, max: usize) -> Result<usize, TaError> {
+    if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= max as f64 {
         Ok(x as usize)
     } else {
         Err(TaError::InvalidState {
-            reason: format!("bad counter {x}"),
+            reason: format!("counter {x} is not an integer in 0..={max}"),
         })
     }
 }
@@ -176,6 +177,71 @@ pub(crate) fn state_value(x: f64) -> Result<f64, TaError> {
         Err(TaError::InvalidState {
             reason: format!("non-finite value {x}"),
         })
+    }
+}
+
+/// Decodes a finite value `>= 0` stored in a serialised state (sums of gains or losses).
+pub(crate) fn state_non_negative(name: &str, x: f64) -> Result<f64, TaError> {
+    if x.is_finite() && x >= 0.0 {
+        Ok(x)
+    } else {
+        Err(TaError::InvalidState {
+            reason: format!("{name} must be a finite number >= 0, got {x}"),
+        })
+    }
+}
+
+/// Outputs of an indicator bar, checked before they become SQL values: finite inputs can
+/// still overflow the intermediate arithmetic (e.g. the change between 1e308 and -1e308 is
+/// +Infinity), and the SQL wrappers raise an error instead of returning Infinity or NaN.
+pub trait FiniteOutput {
+    /// True when every value of the output is finite.
+    fn is_finite(&self) -> bool;
+}
+
+impl FiniteOutput for f64 {
+    #[inline]
+    fn is_finite(&self) -> bool {
+        f64::is_finite(*self)
+    }
+}
+
+impl FiniteOutput for () {
+    #[inline]
+    fn is_finite(&self) -> bool {
+        true
+    }
+}
+
+impl FiniteOutput for macd::MacdOutput {
+    #[inline]
+    fn is_finite(&self) -> bool {
+        self.macd.is_finite() && self.macd_signal.is_finite() && self.macd_hist.is_finite()
+    }
+}
+
+impl FiniteOutput for bbands::BbandsOutput {
+    #[inline]
+    fn is_finite(&self) -> bool {
+        self.upper_band.is_finite() && self.middle_band.is_finite() && self.lower_band.is_finite()
+    }
+}
+
+impl FiniteOutput for stoch::StochOutput {
+    #[inline]
+    fn is_finite(&self) -> bool {
+        self.slow_k.is_finite() && self.slow_d.is_finite()
+    }
+}
+
+impl FiniteOutput for fib_pivots::FibPivots {
+    #[inline]
+    fn is_finite(&self) -> bool {
+        [
+            self.r3, self.r2, self.r1, self.pivot, self.s1, self.s2, self.s3,
+        ]
+        .iter()
+        .all(|x| x.is_finite())
     }
 }
 
@@ -262,5 +328,103 @@ impl Ring {
     #[inline]
     pub(crate) fn slots(&self) -> &[f64] {
         &self.buf
+    }
+}
+
+#[cfg(test)]
+mod extreme_inputs {
+    //! Finite extreme inputs (±1e308, 1e-308): which indicators overflow. The SQL wrappers
+    //! raise 22003 for exactly these (`FiniteOutput`, checked in `pg::common`); every other
+    //! output must be finite. A change in this list is a change of SQL behaviour.
+    use super::*;
+
+    /// Per indicator: does any output bar of the series fail [`FiniteOutput::is_finite`]?
+    fn overflows(
+        close: &[f64],
+        high: &[f64],
+        low: &[f64],
+        vol: &[f64],
+    ) -> Vec<(&'static str, bool)> {
+        fn any<O: FiniteOutput>(v: Vec<Option<O>>) -> bool {
+            v.iter().flatten().any(|o| !o.is_finite())
+        }
+        let wa: Vec<f64> = close.to_vec();
+        let pos: Vec<f64> = close.iter().map(|x| x.abs()).collect();
+        vec![
+            ("sma", any(sma::sma(close, 5).unwrap())),
+            ("ema", any(ema::ema(close, 5).unwrap())),
+            ("wma", any(wma::wma(close, 5).unwrap())),
+            ("dema", any(dema::dema(close, 5).unwrap())),
+            ("tema", any(tema::tema(close, 5).unwrap())),
+            ("rsi", any(rsi::rsi(close, 14).unwrap())),
+            ("roc", any(roc::roc(close, 5).unwrap())),
+            ("mom", any(mom::mom(close, 5).unwrap())),
+            ("stddev", any(stddev::stddev(close, 5, 1.0).unwrap())),
+            ("volatility", any(volatility::volatility(&pos, 5).unwrap())),
+            ("macd", any(macd::macd(close, 12, 26, 9).unwrap())),
+            ("bbands", any(bbands::bbands(close, 5, 2.0, 2.0).unwrap())),
+            ("atr", any(atr::atr(high, low, close, 5).unwrap())),
+            ("natr", any(natr::natr(high, low, close, 5).unwrap())),
+            ("adx", any(adx::adx(high, low, close, 5).unwrap())),
+            ("cci", any(cci::cci(high, low, close, 5).unwrap())),
+            ("willr", any(willr::willr(high, low, close, 5).unwrap())),
+            ("trange", any(trange::trange(high, low, close).unwrap())),
+            (
+                "stoch",
+                any(stoch::stoch(high, low, close, 5, 3, 3).unwrap()),
+            ),
+            ("obv", any(obv::obv(close, vol).unwrap())),
+            ("mfi", any(mfi::mfi(high, low, close, vol, 5).unwrap())),
+            ("vwap", any(vwap::vwap(close, vol, None).unwrap())),
+            ("vcp", any(vec![vcp::vcp(close, &wa, high, low).unwrap()])),
+            (
+                "fib_pivots",
+                any(vec![fib_pivots::fib_pivots(high, low, close).unwrap()]),
+            ),
+            ("imbalance", any(vec![imbalance::imbalance(&pos, vol)])),
+        ]
+    }
+
+    fn series(a: f64, b: f64, n: usize) -> Vec<f64> {
+        (0..n).map(|i| if i % 2 == 0 { a } else { b }).collect()
+    }
+
+    #[test]
+    fn huge_alternating_inputs_overflow_only_where_listed() {
+        // TC1: closes ±1e308 alternating, high 1e308, low -1e308, volume 1e308
+        let n = 60;
+        let close = series(1e308, -1e308, n);
+        let got = overflows(&close, &vec![1e308; n], &vec![-1e308; n], &vec![1e308; n]);
+        // e.g. RSI: the change -1e308 -> 1e308 is +Infinity; TRANGE: high - low = 2e308.
+        // SMA/EMA/DEMA/TEMA/MACD/ROC/CCI/OBV/volatility stay finite on this series.
+        let listed = [
+            "wma",
+            "rsi",
+            "mom",
+            "stddev",
+            "bbands",
+            "atr",
+            "natr",
+            "adx",
+            "willr",
+            "trange",
+            "stoch",
+            "mfi",
+            "vwap",
+            "vcp",
+            "fib_pivots",
+            "imbalance",
+        ];
+        let overflowing: Vec<&str> = got.iter().filter(|g| g.1).map(|g| g.0).collect();
+        assert_eq!(overflowing, listed, "{got:?}");
+    }
+
+    #[test]
+    fn tiny_inputs_never_overflow() {
+        // TC2: prices 1e-308 / 2e-308 (subnormal and near the smallest normal), volume 1e-308
+        let n = 60;
+        let close = series(1e-308, 2e-308, n);
+        let got = overflows(&close, &vec![2e-308; n], &vec![1e-308; n], &vec![1e-308; n]);
+        assert!(got.iter().all(|g| !g.1), "{got:?}");
     }
 }

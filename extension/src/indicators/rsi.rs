@@ -1,6 +1,9 @@
 //! Relative strength index, Wilder smoothing (TA-Lib: RSI).
 
-use super::{check_period, check_same_param, run_series, state_count, state_value, TaError};
+use super::{
+    check_period, check_same_param, run_series, state_count, state_non_negative, state_value,
+    TaError,
+};
 
 /// Marker (first element) of a serialised RSI state, version 1.
 pub const RSI_STATE_V1: f64 = 7101.0;
@@ -106,6 +109,9 @@ impl Rsi {
     }
 
     /// Restores a state written by [`Rsi::to_state`]; `time_period` must match the stored one.
+    /// The state is validated as one [`Rsi::update`] can produce: count in `0..=time_period+2`,
+    /// finite values, average gain and loss `>= 0` (so the RSI stays in 0..=100) and both 0
+    /// before the first change.
     /// # Errors [`TaError::InvalidState`], [`TaError::ParameterChanged`], [`TaError::InvalidPeriod`].
     pub fn from_state(s: &[f64], time_period: i32) -> Result<Self, TaError> {
         if s.len() != RSI_STATE_LEN || s[0] != RSI_STATE_V1 {
@@ -117,11 +123,35 @@ impl Rsi {
         }
         let mut r = Self::new(time_period)?;
         check_same_param("time_period", s[1], time_period)?;
-        r.count = state_count(s[2])?.min(r.n + 2);
+        r.count = state_count(s[2], r.n + 2)?;
         r.prev_value = state_value(s[3])?;
-        r.avg_gain = state_value(s[4])?;
-        r.avg_loss = state_value(s[5])?;
+        r.avg_gain = state_non_negative("average gain", s[4])?;
+        r.avg_loss = state_non_negative("average loss", s[5])?;
+        if r.count <= 1 && (r.avg_gain != 0.0 || r.avg_loss != 0.0) {
+            return Err(TaError::InvalidState {
+                reason: format!(
+                    "average gain and loss must be 0 before the first change, got {} and {}",
+                    r.avg_gain, r.avg_loss
+                ),
+            });
+        }
         Ok(r)
+    }
+
+    /// Values seen so far, saturating at `time_period + 2`.
+    pub fn seen(&self) -> usize {
+        self.count
+    }
+
+    /// The last value seen (0 before the first).
+    pub fn prev_value(&self) -> f64 {
+        self.prev_value
+    }
+
+    /// True when the state holds only finite numbers (false after an overflow, e.g. a change
+    /// from -1e308 to 1e308).
+    pub fn is_finite(&self) -> bool {
+        self.prev_value.is_finite() && self.avg_gain.is_finite() && self.avg_loss.is_finite()
     }
 }
 
@@ -204,5 +234,42 @@ mod tests {
             Rsi::from_state(&a.to_state(), 10),
             Err(TaError::ParameterChanged { .. })
         ));
+    }
+
+    #[test]
+    fn forged_states_are_rejected() {
+        // TC6: [marker, period, count, prev_value, avg_gain, avg_loss]; a negative average
+        // would give RSI 125, a counter past N+2 or a fraction cannot come from update()
+        let ok = [RSI_STATE_V1, 14.0, 16.0, 100.0, 1.0, 2.0];
+        assert!(Rsi::from_state(&ok, 14).is_ok());
+        for (i, bad) in [
+            (4, -1.0),
+            (5, -0.5),
+            (4, f64::INFINITY),
+            (5, f64::NAN),
+            (3, f64::NEG_INFINITY),
+            (2, 17.0),
+            (2, -1.0),
+            (2, 3.5),
+        ] {
+            let mut s = ok;
+            s[i] = bad;
+            assert!(
+                matches!(Rsi::from_state(&s, 14), Err(TaError::InvalidState { .. })),
+                "element {i} = {bad}"
+            );
+        }
+        // averages before the first change must be 0
+        let early = [RSI_STATE_V1, 14.0, 1.0, 100.0, 0.0, 3.0];
+        assert!(matches!(
+            Rsi::from_state(&early, 14),
+            Err(TaError::InvalidState { .. })
+        ));
+        // every state update() produces is accepted and in range
+        let mut r = Rsi::new(14).unwrap();
+        for &x in g::CLOSE {
+            r.update(x);
+            assert!(Rsi::from_state(&r.to_state(), 14).is_ok());
+        }
     }
 }

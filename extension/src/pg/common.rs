@@ -11,7 +11,7 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
 use pgrx::prelude::*;
 use pgrx::{FromDatum, Internal, PgMemoryContexts};
 
-use crate::indicators::TaError;
+use crate::indicators::{FiniteOutput, TaError};
 
 /// Raises `ERROR: <fname>: <e>` with SQLSTATE 22023 (invalid_parameter_value).
 #[cold]
@@ -31,6 +31,32 @@ pub(crate) fn raise_msg(fname: &str, msg: &str) -> ! {
         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         format!("{fname}: {msg}")
     );
+}
+
+/// Raises `ERROR: <fname>: result out of range ...` with SQLSTATE 22003
+/// (numeric_value_out_of_range): finite inputs whose arithmetic overflowed.
+#[cold]
+pub(crate) fn raise_out_of_range(fname: &str) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+        format!(
+            "{fname}: result is out of range for double precision (the inputs overflow the \
+             indicator's arithmetic)"
+        )
+    );
+}
+
+/// The one check of every indicator output before it becomes a SQL value: Infinity or NaN
+/// (from finite inputs that overflow, e.g. ta.rsi of ±1e308 alternating) raise 22003.
+#[inline]
+pub(crate) fn finite_output<O: FiniteOutput>(fname: &str, out: Option<O>) -> Option<O> {
+    if let Some(o) = &out {
+        if !o.is_finite() {
+            raise_out_of_range(fname);
+        }
+    }
+    out
 }
 
 /// Unwraps a math result or raises it as a 22023 error.
@@ -200,6 +226,10 @@ unsafe extern "C-unwind" {
     pub(crate) fn c_numeric_cmp(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
     #[link_name = "numeric_add"]
     pub(crate) fn c_numeric_add(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    #[link_name = "numeric_sub"]
+    pub(crate) fn c_numeric_sub(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    #[link_name = "numeric_float8"]
+    pub(crate) fn c_numeric_float8(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 }
 
 /// Exact powers of ten representable in f64.
@@ -213,7 +243,7 @@ const POW10: [f64; 23] = [
 /// PostgreSQL's own correctly rounded `numeric::float8`). `None` when the fast path does not
 /// apply. `data` points at the numeric's header word (after the varlena header).
 #[inline]
-fn numeric_fast(data: &[u8]) -> Option<f64> {
+pub(crate) fn numeric_fast(data: &[u8]) -> Option<f64> {
     if data.len() < 2 {
         return None;
     }
@@ -277,10 +307,79 @@ fn numeric_fast(data: &[u8]) -> Option<f64> {
     Some(if neg { -v } else { v })
 }
 
+/// `numeric::float8` for ordinary values of up to 36 significant digits without calling
+/// PostgreSQL: [`numeric_fast`] when it applies, else the decimal `M · 10^e` (M < 10^36) is
+/// converted by Rust's correctly rounded decimal parser — the same result as PostgreSQL's
+/// `numeric_float8` (`numeric_out` then `strtod`, also correctly rounded). `None` for longer
+/// numerics, special values and results out of the finite range (callers fall back to
+/// PostgreSQL's function, which also raises its own errors).
+pub(crate) fn numeric_to_f64(data: &[u8]) -> Option<f64> {
+    if let Some(v) = numeric_fast(data) {
+        return v.is_finite().then_some(v);
+    }
+    if data.len() < 2 {
+        return None;
+    }
+    let header = u16::from_ne_bytes([data[0], data[1]]);
+    let (neg, weight, digits) = match header & 0xC000 {
+        0x8000 => {
+            let neg = header & 0x2000 != 0;
+            let w = if header & 0x0040 != 0 {
+                (!0x003F_u16 | (header & 0x003F)) as i16
+            } else {
+                (header & 0x003F) as i16
+            };
+            (neg, w, &data[2..])
+        }
+        0xC000 => return None,
+        flags => {
+            if data.len() < 4 {
+                return None;
+            }
+            (flags == 0x4000, i16::from_ne_bytes([data[2], data[3]]), &data[4..])
+        }
+    };
+    let nd = digits.len() / 2;
+    if nd == 0 || nd > 9 {
+        return None;
+    }
+    let mut m: u128 = 0;
+    for i in 0..nd {
+        let d = u16::from_ne_bytes([digits[2 * i], digits[2 * i + 1]]);
+        m = m * 10_000 + u128::from(d);
+    }
+    let e = 4 * (i32::from(weight) - (nd as i32 - 1));
+    let mut buf = [0u8; 64];
+    let text = {
+        use std::io::Write as _;
+        let mut w = &mut buf[..];
+        write!(w, "{}{m}e{e}", if neg { "-" } else { "" }).ok()?;
+        let used = 64 - w.len();
+        std::str::from_utf8(&buf[..used]).ok()?
+    };
+    let v: f64 = text.parse().ok()?;
+    v.is_finite().then_some(v)
+}
+
 impl RawNumeric {
-    /// The value as the nearest f64 (NaN/±Inf for numeric's special values).
+    /// The value as the nearest f64 (NaN/±Inf for numeric's special values and for values out
+    /// of double precision's range).
     #[inline]
     pub(crate) fn to_f64(self) -> f64 {
+        self.fast()
+            .unwrap_or_else(|| self.call(c_numeric_float8_no_overflow))
+    }
+
+    /// The value as PostgreSQL's `numeric::float8` gives it: the same fast path, and
+    /// `numeric_float8` (which raises for values out of double precision's range) otherwise.
+    #[inline]
+    pub(crate) fn to_float8(self) -> f64 {
+        self.fast().unwrap_or_else(|| self.call(c_numeric_float8))
+    }
+
+    /// [`numeric_fast`] on the datum's bytes, without detoasting (inline datums only).
+    #[inline]
+    fn fast(self) -> Option<f64> {
         unsafe {
             let p = self.0.cast_mut_ptr::<u8>();
             let h = *p;
@@ -289,29 +388,31 @@ impl RawNumeric {
                 if h & 0x01 == 0x01 && h != 0x01 {
                     // 1-byte varlena header (short, inline)
                     let len = ((h >> 1) & 0x7F) as usize;
-                    if let Some(v) =
-                        numeric_fast(core::slice::from_raw_parts(p.add(1), len.saturating_sub(1)))
-                    {
-                        return v;
-                    }
+                    return numeric_fast(core::slice::from_raw_parts(
+                        p.add(1),
+                        len.saturating_sub(1),
+                    ));
                 } else if h & 0x03 == 0x00 {
                     // 4-byte header, uncompressed
                     let len = ((p as *const u32).read_unaligned() >> 2) as usize;
-                    if let Some(v) =
-                        numeric_fast(core::slice::from_raw_parts(p.add(4), len.saturating_sub(4)))
-                    {
-                        return v;
-                    }
+                    return numeric_fast(core::slice::from_raw_parts(
+                        p.add(4),
+                        len.saturating_sub(4),
+                    ));
                 }
             }
             let _ = h;
-            let d = pg_sys::DirectFunctionCall1Coll(
-                Some(c_numeric_float8_no_overflow),
-                pg_sys::InvalidOid,
-                self.0,
-            );
-            f64::from_bits(d.value() as u64)
+            None
         }
+    }
+
+    #[cold]
+    fn call(
+        self,
+        f: unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
+    ) -> f64 {
+        let d = unsafe { pg_sys::DirectFunctionCall1Coll(Some(f), pg_sys::InvalidOid, self.0) };
+        f64::from_bits(d.value() as u64)
     }
 }
 
@@ -429,7 +530,7 @@ pub(crate) unsafe fn trans_value<S>(
     let st = unsafe { state::<S, f64>(&mut internal, fcinfo, fname, names, params, create) };
     if let Some(x) = value {
         let x = finite(fname, input_name, x);
-        st.last = update(&mut st.s, x);
+        st.last = finite_output(fname, update(&mut st.s, x));
     }
     internal
 }
@@ -438,7 +539,7 @@ pub(crate) unsafe fn trans_value<S>(
 /// with any NULL input is skipped (state unchanged); NaN/±Inf raise.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn trans_inputs<S, O, const K: usize>(
+pub(crate) unsafe fn trans_inputs<S, O: FiniteOutput, const K: usize>(
     mut internal: Internal,
     fcinfo: pg_sys::FunctionCallInfo,
     fname: &str,
@@ -457,6 +558,230 @@ pub(crate) unsafe fn trans_inputs<S, O, const K: usize>(
             None => return internal,
         }
     }
-    st.last = update(&mut st.s, xs);
+    st.last = finite_output(fname, update(&mut st.s, xs));
     internal
+}
+
+// Indicator hardening at the SQL boundary: finite extreme inputs never return Infinity/NaN,
+// forged step states are rejected. `cargo pgrx test` enables the pg_test feature.
+#[cfg(feature = "pg_test")]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// 60 rows: x alternates `a`, `b`; h = `hi`, l = `lo`, v = `vol`.
+    fn data(a: &str, b: &str, hi: &str, lo: &str, vol: &str) -> String {
+        format!(
+            "(SELECT i, (CASE WHEN i % 2 = 1 THEN {a} ELSE {b} END)::float8 AS x,
+                     {hi}::float8 AS h, {lo}::float8 AS l, {vol}::float8 AS v
+              FROM generate_series(1, 60) i) d"
+        )
+    }
+
+    /// Every indicator family over `d`, as (name, query returning one value column).
+    fn queries(d: &str) -> Vec<(&'static str, String)> {
+        let w = "OVER (ORDER BY i)";
+        [
+            ("sma", "ta.sma(x, 5)"),
+            ("ema", "ta.ema(x, 5)"),
+            ("wma", "ta.wma(x, 5)"),
+            ("dema", "ta.dema(x, 5)"),
+            ("tema", "ta.tema(x, 5)"),
+            ("rsi", "ta.rsi(x, 14)"),
+            ("roc", "ta.roc(x, 5)"),
+            ("mom", "ta.mom(x, 5)"),
+            ("stddev", "ta.stddev(x, 5, 1)"),
+            ("volatility", "ta.volatility(abs(x), 5)"),
+            ("macd", "ta.macd(x, 12, 26, 9)"),
+            ("bbands", "ta.bbands(x, 5, 2, 2)"),
+            ("atr", "ta.atr(h, l, x, 5)"),
+            ("natr", "ta.natr(h, l, x, 5)"),
+            ("adx", "ta.adx(h, l, x, 5)"),
+            ("cci", "ta.cci(h, l, x, 5)"),
+            ("willr", "ta.willr(h, l, x, 5)"),
+            ("trange", "ta.trange(h, l, x)"),
+            ("stoch", "ta.stoch(h, l, x, 5, 3, 3)"),
+            ("obv", "ta.obv(x, v)"),
+            ("mfi", "ta.mfi(h, l, x, v, 5)"),
+            ("vwap", "ta.vwap(x, v)"),
+            ("vcp", "ta.vcp(x, x, h, l)"),
+            ("fib_pivots", "ta.fib_pivots(h, l, x)"),
+            ("imbalance", "ta.imbalance(abs(x), v)"),
+        ]
+        .into_iter()
+        .map(|(n, e)| (n, format!("SELECT {e} {w} FROM {d}")))
+        .collect()
+    }
+
+    /// 'finite', '22003', or 'NOT FINITE' (an Infinity/NaN got out) for a query.
+    fn probe(q: &str) -> String {
+        Spi::get_one_with_args::<String>("SELECT pg_temp.probe($1)", &[q.into()])
+            .expect("probe")
+            .expect("not null")
+    }
+
+    fn setup() {
+        Spi::run(
+            "CREATE FUNCTION pg_temp.probe(q text) RETURNS text LANGUAGE plpgsql AS $f$
+             DECLARE bad bigint;
+             BEGIN
+               EXECUTE format('SELECT count(*) FROM (%s) s(v) WHERE v::text ~* ''nan|inf''', q) INTO bad;
+               RETURN CASE WHEN bad = 0 THEN 'finite' ELSE 'NOT FINITE' END;
+             EXCEPTION WHEN numeric_value_out_of_range THEN RETURN '22003';
+             END $f$",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn extreme_inputs_never_return_infinity_or_nan() {
+        setup();
+        // the families that overflow on ±1e308 (the same list as the unit test
+        // indicators::extreme_inputs) raise 22003, the others return finite values
+        let overflowing = [
+            "wma",
+            "rsi",
+            "mom",
+            "stddev",
+            "bbands",
+            "atr",
+            "natr",
+            "adx",
+            "willr",
+            "trange",
+            "stoch",
+            "mfi",
+            "vwap",
+            "vcp",
+            "fib_pivots",
+            "imbalance",
+        ];
+        for (name, q) in queries(&data("1e308", "-1e308", "1e308", "-1e308", "1e308")) {
+            let want = if overflowing.contains(&name) {
+                "22003"
+            } else {
+                "finite"
+            };
+            assert_eq!(probe(&q), want, "{name}: {q}");
+        }
+        // tiny values (1e-308 is subnormal) stay finite everywhere
+        for (name, q) in queries(&data("1e-308", "2e-308", "2e-308", "1e-308", "1e-308")) {
+            assert_eq!(probe(&q), "finite", "{name}: {q}");
+        }
+        // numeric input takes the same path
+        assert_eq!(
+            probe("SELECT ta.rsi(x::numeric, 14) OVER (ORDER BY i) FROM (SELECT i, (CASE WHEN i % 2 = 0 THEN 1e308 ELSE -1e308 END)::numeric AS x FROM generate_series(1, 40) i) d"),
+            "22003"
+        );
+        // the step functions: the output and the returned state
+        assert_eq!(
+            probe("SELECT ta.rsi_step(ta.rsi_step(NULL, 1e308, 2), -1e308, 2)"),
+            "22003"
+        );
+        assert_eq!(
+            probe("SELECT ta.macd_step(ta.macd_step(NULL, 1e308, 2, 3, 2), 1e308, 2, 3, 2)"),
+            "22003"
+        );
+        let e = Spi::get_one::<String>(
+            "SELECT pg_temp.probe('SELECT ta.rsi(x, 2) OVER (ORDER BY i) FROM (VALUES (1, 1e308::float8), (2, -1e308), (3, 1e308)) v(i, x)')",
+        );
+        assert_eq!(e, Ok(Some("22003".into())));
+    }
+
+    #[pg_test(
+        error = "ta.rsi: result is out of range for double precision (the inputs overflow the indicator's arithmetic)"
+    )]
+    fn overflow_error_names_the_function() {
+        Spi::run("SELECT ta.rsi(x, 2) OVER (ORDER BY i) FROM (VALUES (1, 1e308::float8), (2, -1e308), (3, 1e308), (4, -1e308)) v(i, x)").unwrap();
+    }
+
+    #[pg_test]
+    fn forged_step_states_are_rejected() {
+        Spi::run(
+            "CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $f$
+             BEGIN EXECUTE q; RETURN 'ok';
+             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $f$",
+        )
+        .unwrap();
+        let err = |q: &str| {
+            Spi::get_one_with_args::<String>("SELECT pg_temp.err($1)", &[q.into()])
+                .unwrap()
+                .unwrap()
+        };
+        // [output, marker, period, count, prev_value, avg_gain, avg_loss]: a negative
+        // average loss made 0.1.0 return RSI 125
+        for (state, why) in [
+            (
+                "ARRAY[NULL, 7101, 14, 16, 100, 5, -1]",
+                "average loss must be a finite number >= 0",
+            ),
+            (
+                "ARRAY[NULL, 7101, 14, 16, 100, -5, 1]",
+                "average gain must be a finite number >= 0",
+            ),
+            (
+                "ARRAY[NULL, 7101, 14, 17, 100, 5, 1]",
+                "counter 17 is not an integer in 0..=16",
+            ),
+            (
+                "ARRAY[NULL, 7101, 14, 2.5, 100, 5, 1]",
+                "counter 2.5 is not an integer",
+            ),
+            (
+                "ARRAY[NULL, 7101, 14, 16, 'Infinity', 5, 1]",
+                "non-finite value",
+            ),
+            (
+                "ARRAY['NaN', 7101, 14, 16, 100, 5, 1]",
+                "output element 1 is not finite",
+            ),
+            (
+                "ARRAY[NULL, 7101, 14, 1, 100, 5, 0]",
+                "must be 0 before the first change",
+            ),
+        ] {
+            for value in ["101", "NULL"] {
+                let e = err(&format!(
+                    "SELECT ta.rsi_step({state}::float8[], {value}, 14)"
+                ));
+                assert!(
+                    e.starts_with("22023 ta.rsi_step: invalid state") && e.contains(why),
+                    "{state} {value}: {e}"
+                );
+            }
+        }
+        // MACD: counters consistent with each other
+        let good = "ta.macd_step(NULL, 1, 12, 26, 9)";
+        assert_eq!(
+            err(&format!("SELECT ta.macd_step({good}, 2, 12, 26, 9)")),
+            "ok"
+        );
+        for (i, v, why) in [
+            (8, "-1", "counter -1"),
+            (8, "28", "counter 28 is not an integer in 0..=27"),
+            (9, "5", "EMA counters"),
+            (12, "3", "EMA counters"),
+            (10, "'NaN'", "non-finite value"),
+        ] {
+            let e = err(&format!(
+                "SELECT ta.macd_step((SELECT s[:{}] || ARRAY[{v}]::float8[] || s[{}:] FROM (SELECT {good} AS s) q), 2, 12, 26, 9)",
+                i - 1,
+                i + 1
+            ));
+            assert!(
+                e.starts_with("22023 ta.macd_step: invalid state") && e.contains(why),
+                "element {i} = {v}: {e}"
+            );
+        }
+        // what update() produced is still accepted, bit for bit (fold = aggregate)
+        let mismatches = Spi::get_one::<i64>(
+            "WITH RECURSIVE s(i, st) AS (
+               SELECT 1, ta.rsi_step(NULL, 100, 14)
+               UNION ALL SELECT i + 1, ta.rsi_step(st, 100 + (i * 37 % 23) - (i % 7), 14) FROM s WHERE i < 60)
+             SELECT count(*) FILTER (WHERE st[1] IS DISTINCT FROM w) FROM s
+             JOIN (SELECT i, ta.rsi(CASE WHEN i = 1 THEN 100 ELSE 100 + ((i - 1) * 37 % 23) - ((i - 1) % 7) END::float8, 14)
+                          OVER (ORDER BY i) AS w FROM generate_series(1, 60) i) a USING (i)",
+        );
+        assert_eq!(mismatches, Ok(Some(0)));
+    }
 }

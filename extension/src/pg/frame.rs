@@ -7,8 +7,8 @@ use pgrx::prelude::*;
 use pgrx::Internal;
 
 use super::common::{
-    composite_return, final_state, form_float8_tuple, result_tupdesc, trans_inputs, AggState,
-    RawNumeric,
+    composite_return, final_state, finite_output, form_float8_tuple, result_tupdesc, trans_inputs,
+    AggState, RawNumeric,
 };
 use crate::indicators::fib_pivots::FibPivotsState;
 use crate::indicators::imbalance::Imbalance;
@@ -178,7 +178,11 @@ fn vcp_trans_numeric(
 
 #[pg_extern(immutable, parallel_safe, name = "vcp_final")]
 fn vcp_final(state: Internal) -> Option<f64> {
-    unsafe { final_state::<Vcp, ()>(&state) }.and_then(|s| s.s.value())
+    // VCP and the pivots are formulas over the whole frame, computed here, not per row
+    finite_output(
+        "ta.vcp",
+        unsafe { final_state::<Vcp, ()>(&state) }.and_then(|s| s.s.value()),
+    )
 }
 
 // ---- Fibonacci pivots ----------------------------------------------------------------
@@ -241,7 +245,7 @@ fn fib_pivots_final(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<FibPivotsResult> {
     let st = unsafe { state.get_mut::<AggState<FibPivotsState, ()>>() }?;
-    let f = st.s.value()?;
+    let f = finite_output("ta.fib_pivots", st.s.value())?;
     unsafe {
         let td = result_tupdesc(fcinfo, &mut st.tupdesc, st.ctx, "ta.fib_pivots");
         Some(FibPivotsResult(form_float8_tuple(
@@ -313,7 +317,10 @@ fn imbalance_trans_numeric(
 
 #[pg_extern(immutable, parallel_safe, name = "imbalance_final")]
 fn imbalance_final(state: Internal) -> Option<f64> {
-    unsafe { final_state::<Imbalance, ()>(&state) }.and_then(|s| s.s.value())
+    finite_output(
+        "ta.imbalance",
+        unsafe { final_state::<Imbalance, ()>(&state) }.and_then(|s| s.s.value()),
+    )
 }
 
 extension_sql_file!(

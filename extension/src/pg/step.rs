@@ -3,16 +3,25 @@
 
 use pgrx::prelude::*;
 
-use super::common::{finite, ok, raise, raise_msg};
+use super::common::{finite, ok, raise, raise_msg, raise_out_of_range};
 use crate::indicators::macd::Macd;
 use crate::indicators::rsi::Rsi;
 use crate::indicators::TaError;
 
-/// Reads the serialised part of a step state (`skip` leading output elements).
+/// Reads the serialised part of a step state (`skip` leading output elements, which must be
+/// NULL or finite; the streaming state validates the rest).
 fn decode(fname: &str, state: &Array<'_, f64>, skip: usize) -> Vec<f64> {
     let mut v = Vec::with_capacity(state.len());
     for (i, x) in state.iter().enumerate() {
         if i < skip {
+            if x.is_some_and(|x| !x.is_finite()) {
+                raise(
+                    fname,
+                    TaError::InvalidState {
+                        reason: format!("output element {} is not finite", i + 1),
+                    },
+                );
+            }
             continue;
         }
         match x {
@@ -24,6 +33,16 @@ fn decode(fname: &str, state: &Array<'_, f64>, skip: usize) -> Vec<f64> {
                 },
             ),
         }
+    }
+    v
+}
+
+/// The returned array: outputs (NULL in the lookback) then the state; every number must be
+/// finite (an overflow from finite inputs raises 22003 instead of storing Infinity/NaN in a
+/// state the next call would reject).
+fn checked(fname: &str, v: Vec<Option<f64>>) -> Vec<Option<f64>> {
+    if v.iter().flatten().any(|x| !x.is_finite()) {
+        raise_out_of_range(fname);
     }
     v
 }
@@ -42,19 +61,23 @@ fn rsi_step(
 ) -> Option<Vec<Option<f64>>> {
     const F: &str = "ta.rsi_step";
     let tp = param(F, "time_period", time_period);
+    // a state is validated even when it is handed back unchanged
+    let restored = state
+        .as_ref()
+        .map(|s| ok(F, Rsi::from_state(&decode(F, s, 1), tp)));
     let Some(x) = value else {
         return state.map(|s| s.iter().collect());
     };
     let x = finite(F, "value", x);
-    let mut rsi = match &state {
+    let mut rsi = match restored {
         None => ok(F, Rsi::new(tp)),
-        Some(s) => ok(F, Rsi::from_state(&decode(F, s, 1), tp)),
+        Some(r) => r,
     };
     let out = rsi.update(x);
     let mut v = Vec::with_capacity(1 + crate::indicators::rsi::RSI_STATE_LEN);
     v.push(out);
     v.extend(rsi.to_state().into_iter().map(Some));
-    Some(v)
+    Some(checked(F, v))
 }
 
 /// `ta.macd_step(state, value, fast_period, slow_period, signal_period)`: elements 1..3
@@ -74,13 +97,16 @@ fn macd_step(
         param(F, "slow_period", slow_period),
         param(F, "signal_period", signal_period),
     );
+    let restored = state
+        .as_ref()
+        .map(|st| ok(F, Macd::from_state(&decode(F, st, 3), f, s, g)));
     let Some(x) = value else {
         return state.map(|st| st.iter().collect());
     };
     let x = finite(F, "value", x);
-    let mut m = match &state {
+    let mut m = match restored {
         None => ok(F, Macd::new(f, s, g)),
-        Some(st) => ok(F, Macd::from_state(&decode(F, st, 3), f, s, g)),
+        Some(m) => m,
     };
     let out = m.update(x);
     let mut v = Vec::with_capacity(3 + crate::indicators::macd::MACD_STATE_LEN);
@@ -88,7 +114,7 @@ fn macd_step(
     v.push(out.map(|o| o.macd_signal));
     v.push(out.map(|o| o.macd_hist));
     v.extend(m.to_state().into_iter().map(Some));
-    Some(v)
+    Some(checked(F, v))
 }
 
 extension_sql_file!("sql/step.sql", requires = [rsi_step, macd_step]);

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -47,6 +47,8 @@ pub enum SinkError {
     },
     #[error("gave up after retrying for {0:?}")]
     GaveUp(Duration),
+    #[error("database: {0}")]
+    Connect(#[from] crate::db::DbError),
 }
 
 impl SinkError {
@@ -59,6 +61,7 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::GaveUp(_) => false,
+            SinkError::Connect(e) => e.is_retryable(),
             SinkError::Db { source, .. } => is_retryable_pg(source),
         }
     }
@@ -107,17 +110,10 @@ pub struct QualityEvent {
     pub detail: serde_json::Value,
 }
 
-/// Connects with `NoTls` and drives the connection on a task.
+/// Connects (with TLS as `sslmode` says: [`crate::db::connect`]) and drives the connection
+/// on a task.
 pub async fn connect(database_url: &str) -> Result<(Client, JoinHandle<()>), SinkError> {
-    let (client, connection) = tokio_postgres::connect(database_url, NoTls)
-        .await
-        .map_err(SinkError::db("connect"))?;
-    let handle = tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            warn!(%error, "database connection closed");
-        }
-    });
-    Ok((client, handle))
+    Ok(crate::db::connect(database_url).await?)
 }
 
 fn upsert_sql() -> &'static str {

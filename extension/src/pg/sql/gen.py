@@ -18,6 +18,8 @@ PLAIN = ("As a plain aggregate it returns the value after the last row; rows rea
 WINDOW = "Use as a window function: {ex} OVER (PARTITION BY symbol ORDER BY open_time)."
 PARAMS_CONST = "Parameters must be constant within a partition/group (checked; a change raises)."
 NUMERIC = "Overloads for double precision and numeric input (numeric is converted to the nearest double precision)."
+OVERFLOW = ("SQLSTATE 22003 (numeric_value_out_of_range) when finite inputs overflow the arithmetic "
+            "(e.g. values near ±1e308): no Infinity or NaN is returned.")
 
 # name, kind, inputs (name list; type substituted), params [(name, type)], result, doc fields
 A = []
@@ -188,6 +190,7 @@ def comment_text(a):
         parts.append("Parameters: " + a["prange"] + ". " + PARAMS_CONST)
     parts.append(NULLS)
     parts.append("Errors (SQLSTATE 22023): " + a["errors"] + ".")
+    parts.append(OVERFLOW)
     if not a["frame"]:
         parts.append(PLAIN.format(ex=ex_ord))
     if a["extra"]:
@@ -240,7 +243,7 @@ def doc_entry(a):
     if a["prange"] != "none":
         lines.append(f"- **Parameters**: {a['prange']}; constant within a partition (checked).")
     lines.append("- **NULL inputs**: the row is skipped (state unchanged; in window mode that row shows the current value).")
-    lines.append(f"- **Errors** (SQLSTATE 22023, message `ta.{a['name']}: <argument> ...`): {a['errors']}.")
+    lines.append(f"- **Errors** (SQLSTATE 22023, message `ta.{a['name']}: <argument> ...`): {a['errors']}. {OVERFLOW}")
     if not a["frame"]:
         ex_ord = ex[:-1] + " ORDER BY open_time)"
         lines.append(f"- **Plain aggregate**: returns the value after the last row; write `{ex_ord}`.")

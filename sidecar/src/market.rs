@@ -1,0 +1,190 @@
+//! The Binance markets ta-feed speaks, and everything that differs between them: base URLs,
+//! REST paths, `limit` bounds, request weights and the WebSocket route.
+//!
+//! An instrument is (market, symbol): BTCUSDT spot and the BTCUSDT USD-M perpetual are
+//! different rows of `market.candles_1m` (`market` column, values [`Market::as_str`]).
+//!
+//! Sources (checked 2026): Binance Spot API "Kline/Candlestick data" (`GET /api/v3/klines`,
+//! weight 2, limit ≤ 1000, REQUEST_WEIGHT 6000/min); USDⓈ-M Futures "Kline/Candlestick Data"
+//! (`GET /fapi/v1/klines`, weight 1/2/5/10 for limit <100/<500/≤1000/>1000, limit ≤ 1500,
+//! REQUEST_WEIGHT 2400/min) and "Exchange Information" (`GET /fapi/v1/exchangeInfo`, weight 1);
+//! USDⓈ-M WebSocket market streams are served only under `/market` since 2026-04-23.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A Binance market. `clap` parses `spot` / `usdm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, clap::ValueEnum)]
+pub enum Market {
+    /// Binance spot (`api.binance.com`, `stream.binance.com`).
+    #[default]
+    Spot,
+    /// Binance USDⓈ-M futures (`fapi.binance.com`, `fstream.binance.com`).
+    Usdm,
+}
+
+impl Market {
+    /// Every market, in `market.candles_1m.market` order of the CHECK constraint.
+    pub const ALL: [Market; 2] = [Market::Spot, Market::Usdm];
+
+    /// The value stored in the `market` column (`'spot'`, `'usdm'`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Market::Spot => "spot",
+            Market::Usdm => "usdm",
+        }
+    }
+
+    /// Default REST base URL.
+    pub fn default_rest_url(self) -> &'static str {
+        match self {
+            Market::Spot => "https://api.binance.com",
+            Market::Usdm => "https://fapi.binance.com",
+        }
+    }
+
+    /// Default WebSocket base URL (the route, [`Market::ws_combined_path`], is appended).
+    pub fn default_ws_url(self) -> &'static str {
+        match self {
+            Market::Spot => "wss://stream.binance.com:9443",
+            Market::Usdm => "wss://fstream.binance.com",
+        }
+    }
+
+    /// Path of combined streams (`?streams=a/b/...`). USD-M kline streams are served only
+    /// under the `/market` route; a legacy `/stream` connection opens but never delivers.
+    pub fn ws_combined_path(self) -> &'static str {
+        match self {
+            Market::Spot => "/stream",
+            Market::Usdm => "/market/stream",
+        }
+    }
+
+    /// Path of raw single streams (`/ws/<stream>`).
+    pub fn ws_raw_path(self) -> &'static str {
+        match self {
+            Market::Spot => "/ws",
+            Market::Usdm => "/market/ws",
+        }
+    }
+
+    /// REST path of the server time endpoint.
+    pub fn rest_time_path(self) -> &'static str {
+        match self {
+            Market::Spot => "/api/v3/time",
+            Market::Usdm => "/fapi/v1/time",
+        }
+    }
+
+    /// REST path of the klines endpoint.
+    pub fn rest_klines_path(self) -> &'static str {
+        match self {
+            Market::Spot => "/api/v3/klines",
+            Market::Usdm => "/fapi/v1/klines",
+        }
+    }
+
+    /// REST path of the exchange information endpoint.
+    pub fn rest_exchange_info_path(self) -> &'static str {
+        match self {
+            Market::Spot => "/api/v3/exchangeInfo",
+            Market::Usdm => "/fapi/v1/exchangeInfo",
+        }
+    }
+
+    /// Largest `limit` the klines endpoint accepts.
+    pub fn klines_max_limit(self) -> u32 {
+        match self {
+            Market::Spot => 1000,
+            Market::Usdm => 1500,
+        }
+    }
+
+    /// `limit` the klines endpoint uses when the parameter is absent.
+    pub fn klines_default_limit(self) -> u32 {
+        500
+    }
+
+    /// Request weight of one klines request with this `limit` (absent = default limit).
+    pub fn klines_weight(self, limit: u32) -> u32 {
+        match self {
+            Market::Spot => 2,
+            Market::Usdm => match limit {
+                0..=99 => 1,
+                100..=499 => 2,
+                500..=1000 => 5,
+                _ => 10,
+            },
+        }
+    }
+
+    /// Request weight of the time endpoint.
+    pub fn time_weight(self) -> u32 {
+        1
+    }
+
+    /// Request weight of the exchange information endpoint.
+    pub fn exchange_info_weight(self) -> u32 {
+        match self {
+            Market::Spot => 20,
+            Market::Usdm => 1,
+        }
+    }
+
+    /// REQUEST_WEIGHT limit per minute per IP.
+    pub fn weight_limit_1m(self) -> u32 {
+        match self {
+            Market::Spot => 6000,
+            Market::Usdm => 2400,
+        }
+    }
+}
+
+impl fmt::Display for Market {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error of [`Market::from_str`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown market {0:?} (expected spot or usdm)")]
+pub struct UnknownMarket(pub String);
+
+impl FromStr for Market {
+    type Err = UnknownMarket;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "spot" => Ok(Market::Spot),
+            "usdm" => Ok(Market::Usdm),
+            _ => Err(UnknownMarket(s.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for m in Market::ALL {
+            assert_eq!(m.as_str().parse::<Market>().unwrap(), m);
+            assert_eq!(m.to_string(), m.as_str());
+        }
+        assert!("coinm".parse::<Market>().is_err());
+    }
+
+    #[test]
+    fn usdm_klines_weights_follow_binance() {
+        let m = Market::Usdm;
+        assert_eq!(m.klines_weight(99), 1);
+        assert_eq!(m.klines_weight(100), 2);
+        assert_eq!(m.klines_weight(499), 2);
+        assert_eq!(m.klines_weight(500), 5);
+        assert_eq!(m.klines_weight(1000), 5);
+        assert_eq!(m.klines_weight(1001), 10);
+        assert_eq!(m.klines_weight(1500), 10);
+        assert_eq!(Market::Spot.klines_weight(1000), 2);
+    }
+}

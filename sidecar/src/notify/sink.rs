@@ -1,0 +1,621 @@
+//! One sink of `market.alert_sinks`: where to send, how, and how to read the answer.
+//!
+//! | kind | request | success | retried | permanent |
+//! |---|---|---|---|---|
+//! | discord | `POST {discord-api-url}/webhooks/{id}/{token}?wait=true` (id, token and any `thread_id` from the saved webhook URL), JSON embed | 2xx | 429 after the body's `retry_after` (seconds), 5xx, network errors, timeouts | other 4xx, a target that is not a webhook URL |
+//! | telegram | `POST {telegram-api-url}/bot{token}/sendMessage` `{chat_id, text, parse_mode: "MarkdownV2"}` | 2xx with `ok: true` | 429 after `parameters.retry_after`, 5xx, network | other 4xx (`description` recorded), a malformed token |
+//! | webhook | `POST {target}` with the stored alert JSON, `Content-Type: application/json`, `X-Alert-Id`, and `X-Signature: sha256=<hex HMAC-SHA256(signing_secret, body)>` when a secret is set | 2xx | 429 after `Retry-After` (seconds), 5xx, network | other 4xx, 3xx (redirects are not followed), an invalid or non-http(s) URL |
+//!
+//! Secrets (the Discord URL's token, the bot token, webhook URLs, the signing secret) never
+//! appear in an error message: reqwest errors are stripped of their URL and every message
+//! goes through [`Redactor`], which masks each secret (and its percent-encoded form) as `***`.
+
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use sha2::Sha256;
+use url::Url;
+
+use super::format::AlertPayload;
+
+/// The row of `market.alert_sinks` the notifier reads (compared to detect changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkRow {
+    pub sink_id: i32,
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    pub chat_id: Option<String>,
+    pub signing_secret: Option<String>,
+}
+
+/// Base URLs of the chat APIs (flags, so tests use local fakes).
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub discord_api: Url,
+    pub telegram_api: Url,
+}
+
+/// A ready-to-use sink: the request target, or why there is none.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub row: SinkRow,
+    target: Result<Target, String>,
+    redactor: Redactor,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Discord { url: Url },
+    Telegram { url: Url, chat_id: String },
+    Webhook { url: Url, secret: Option<Vec<u8>> },
+}
+
+/// What a failed send means for the delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ErrorClass {
+    /// Try again after the back-off (or the server's Retry-After, if it gave one).
+    Retryable { retry_after: Option<Duration> },
+    /// HTTP 429: try again after this long; not a sink failure.
+    RateLimited { retry_after: Duration },
+    /// Will fail the same way again: record and give up on this delivery.
+    Permanent,
+}
+
+/// A failed send; `message` is redacted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+/// Longest server-provided Retry-After honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// Retry-After assumed for a 429 that names none.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Masks secrets in text.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// Masks `secrets`, their percent-encoded forms, and for URLs every path segment and
+    /// query value of 6 or more characters (webhook ids and tokens).
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Redactor {
+        let mut out: Vec<String> = Vec::new();
+        for s in secrets {
+            let s = s.trim();
+            if s.len() < 4 {
+                continue;
+            }
+            out.push(s.to_string());
+            out.push(
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string(),
+            );
+            if let Ok(u) = Url::parse(s) {
+                out.push(u.to_string());
+                for seg in u.path_segments().into_iter().flatten() {
+                    // ids and tokens, not words such as "webhooks"
+                    if seg.len() >= 6 && !seg.bytes().all(|b| b.is_ascii_lowercase()) {
+                        out.push(seg.to_string());
+                    }
+                }
+                for (_, v) in u.query_pairs() {
+                    if v.len() >= 6 {
+                        out.push(v.into_owned());
+                    }
+                }
+            }
+            // a bot token's secret half
+            if let Some((_, tail)) = s.split_once(':') {
+                if tail.len() >= 6 {
+                    out.push(tail.to_string());
+                }
+            }
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out.dedup();
+        Redactor { secrets: out }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut t = text.to_string();
+        for s in &self.secrets {
+            if t.contains(s.as_str()) {
+                t = t.replace(s.as_str(), "***");
+            }
+        }
+        t
+    }
+}
+
+fn http_url(s: &str, what: &str) -> Result<Url, String> {
+    let u = Url::parse(s.trim()).map_err(|e| format!("invalid {what} URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid {what} URL: scheme must be http or https, not \"{}\"",
+            u.scheme()
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("invalid {what} URL: no host"));
+    }
+    Ok(u)
+}
+
+/// `base` + path segments (percent-encoded).
+fn join(base: &Url, segments: &[&str]) -> Url {
+    let mut u = base.clone();
+    if let Ok(mut p) = u.path_segments_mut() {
+        p.pop_if_empty();
+        for s in segments {
+            p.push(s);
+        }
+    }
+    u
+}
+
+impl Sink {
+    pub fn new(row: SinkRow, endpoints: &Endpoints) -> Sink {
+        let redactor = Redactor::new(
+            [Some(row.target.as_str()), row.signing_secret.as_deref()]
+                .into_iter()
+                .flatten(),
+        );
+        let target = Self::target(&row, endpoints);
+        Sink {
+            row,
+            target,
+            redactor,
+        }
+    }
+
+    fn target(row: &SinkRow, endpoints: &Endpoints) -> Result<Target, String> {
+        match row.kind.as_str() {
+            "discord" => {
+                let u = http_url(&row.target, "Discord webhook")?;
+                let segs: Vec<&str> = u.path_segments().map(|s| s.collect()).unwrap_or_default();
+                let pos = segs.iter().position(|s| *s == "webhooks");
+                let (id, token) = match pos.map(|p| (segs.get(p + 1), segs.get(p + 2))) {
+                    Some((Some(id), Some(token)))
+                        if !id.is_empty()
+                            && id.bytes().all(|b| b.is_ascii_digit())
+                            && !token.is_empty() =>
+                    {
+                        (*id, *token)
+                    }
+                    _ => {
+                        return Err("not a Discord webhook URL (expected \
+                                    https://discord.com/api/webhooks/ID/TOKEN)"
+                            .to_string())
+                    }
+                };
+                let mut url = join(&endpoints.discord_api, &["webhooks", id, token]);
+                {
+                    let mut q = url.query_pairs_mut();
+                    for (k, v) in u.query_pairs().filter(|(k, _)| k != "wait") {
+                        q.append_pair(&k, &v);
+                    }
+                    q.append_pair("wait", "true");
+                }
+                Ok(Target::Discord { url })
+            }
+            "telegram" => {
+                let token = row.target.trim();
+                let valid = token.split_once(':').is_some_and(|(id, secret)| {
+                    !id.is_empty()
+                        && id.bytes().all(|b| b.is_ascii_digit())
+                        && !secret.is_empty()
+                        && secret
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                });
+                if !valid {
+                    return Err("invalid Telegram bot token (expected 123456789:AA... as \
+                                @BotFather gives it)"
+                        .to_string());
+                }
+                let chat_id = row
+                    .chat_id
+                    .clone()
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| "telegram sink without chat_id".to_string())?;
+                let url = join(
+                    &endpoints.telegram_api,
+                    &[&format!("bot{token}"), "sendMessage"],
+                );
+                Ok(Target::Telegram { url, chat_id })
+            }
+            "webhook" => Ok(Target::Webhook {
+                url: http_url(&row.target, "webhook")?,
+                secret: row.signing_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            }),
+            other => Err(format!("unknown sink kind \"{other}\"")),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.row.name
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.row.kind
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
+    /// Why this sink cannot send at all (invalid target), if so.
+    pub fn config_error(&self) -> Option<&str> {
+        self.target.as_ref().err().map(String::as_str)
+    }
+
+    /// Sends one alert (`payload` is the stored JSON text).
+    pub async fn send(&self, http: &reqwest::Client, payload: &str) -> Result<(), SendError> {
+        let target = self.target.as_ref().map_err(|e| SendError {
+            class: ErrorClass::Permanent,
+            message: self.redact(e),
+        })?;
+        let parsed = || -> Result<AlertPayload, SendError> {
+            serde_json::from_str(payload).map_err(|e| SendError {
+                class: ErrorClass::Permanent,
+                message: format!("alert payload cannot be formatted: {e}"),
+            })
+        };
+        let request = match target {
+            Target::Discord { url } => http.post(url.clone()).json(&parsed()?.discord_body()),
+            Target::Telegram { url, chat_id } => http.post(url.clone()).json(&serde_json::json!({
+                "chat_id": chat_id,
+                "text": parsed()?.telegram_text(),
+                "parse_mode": "MarkdownV2",
+                "link_preview_options": {"is_disabled": true},
+            })),
+            Target::Webhook { url, secret } => {
+                let mut r = http
+                    .post(url.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(payload.to_string());
+                if let Some(id) = serde_json::from_str::<serde_json::Value>(payload)
+                    .ok()
+                    .and_then(|v| v.get("alert_id").and_then(serde_json::Value::as_i64))
+                {
+                    r = r.header("X-Alert-Id", id.to_string());
+                }
+                if let Some(key) = secret {
+                    r = r.header("X-Signature", signature(key, payload.as_bytes()));
+                }
+                r
+            }
+        };
+        let response = request.send().await.map_err(|e| SendError {
+            class: ErrorClass::Retryable { retry_after: None },
+            message: self.redact(&reqwest_error_text(e)),
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        self.classify(status, &headers, &body)
+    }
+
+    fn classify(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &str,
+    ) -> Result<(), SendError> {
+        let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+        let telegram = matches!(self.target, Ok(Target::Telegram { .. }));
+        if status.is_success() {
+            if telegram
+                && json
+                    .as_ref()
+                    .and_then(|j| j.get("ok"))
+                    .and_then(|v| v.as_bool())
+                    == Some(false)
+            {
+                return Err(SendError {
+                    class: ErrorClass::Permanent,
+                    message: self.redact(&format!("Telegram answered ok=false: {}", snippet(body))),
+                });
+            }
+            return Ok(());
+        }
+        let detail = match &json {
+            Some(j) if telegram => j
+                .get("description")
+                .and_then(|d| d.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| snippet(body)),
+            Some(j) => j
+                .get("message")
+                .and_then(|d| d.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| snippet(body)),
+            None => snippet(body),
+        };
+        let mut message = format!("HTTP {status}");
+        if !detail.is_empty() {
+            message.push_str(": ");
+            message.push_str(&detail);
+        }
+        let message = self.redact(&message);
+        let header_retry = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let body_retry = json.as_ref().and_then(|j| {
+                j.get("retry_after")
+                    .or_else(|| j.get("parameters").and_then(|p| p.get("retry_after")))
+                    .and_then(|v| v.as_f64())
+            });
+            return Err(SendError {
+                class: ErrorClass::RateLimited {
+                    retry_after: retry_after(body_retry.or(header_retry))
+                        .unwrap_or(DEFAULT_RETRY_AFTER),
+                },
+                message,
+            });
+        }
+        if status.is_server_error() {
+            return Err(SendError {
+                class: ErrorClass::Retryable {
+                    retry_after: retry_after(header_retry),
+                },
+                message,
+            });
+        }
+        let message = if status.is_redirection() {
+            format!("{message} (redirects are not followed: save the final URL)")
+        } else {
+            message
+        };
+        Err(SendError {
+            class: ErrorClass::Permanent,
+            message,
+        })
+    }
+}
+
+fn retry_after(seconds: Option<f64>) -> Option<Duration> {
+    seconds
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
+}
+
+/// At most 300 characters of a response body, on one line.
+fn snippet(body: &str) -> String {
+    let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut s: String = one_line.chars().take(300).collect();
+    if s.len() < one_line.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// reqwest's error and its causes, without the URL.
+fn reqwest_error_text(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let e = e.without_url();
+    let mut parts = vec![kind.to_string(), e.to_string()];
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// `sha256=<lower-case hex HMAC-SHA256(key, body)>`.
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut hex = String::with_capacity(7 + digest.len() * 2);
+    hex.push_str("sha256=");
+    for b in digest.iter() {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints() -> Endpoints {
+        Endpoints {
+            discord_api: Url::parse("http://127.0.0.1:9/api").unwrap(),
+            telegram_api: Url::parse("http://127.0.0.1:9/").unwrap(),
+        }
+    }
+
+    fn row(kind: &str, target: &str) -> SinkRow {
+        SinkRow {
+            sink_id: 1,
+            name: "s".into(),
+            kind: kind.into(),
+            target: target.into(),
+            chat_id: (kind == "telegram").then(|| "-100123".to_string()),
+            signing_secret: None,
+        }
+    }
+
+    #[test]
+    fn targets() {
+        let s = Sink::new(
+            row(
+                "discord",
+                "https://discord.com/api/webhooks/1234/tok_EN-x?thread_id=99",
+            ),
+            &endpoints(),
+        );
+        match &s.target {
+            Ok(Target::Discord { url }) => assert_eq!(
+                url.as_str(),
+                "http://127.0.0.1:9/api/webhooks/1234/tok_EN-x?thread_id=99&wait=true"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let s = Sink::new(
+            row("discord", "https://discord.com/channels/1/2"),
+            &endpoints(),
+        );
+        assert!(s
+            .config_error()
+            .unwrap()
+            .contains("not a Discord webhook URL"));
+        let s = Sink::new(row("telegram", "123456:AAH-x_y"), &endpoints());
+        match &s.target {
+            Ok(Target::Telegram { url, chat_id }) => {
+                assert_eq!(
+                    url.as_str(),
+                    "http://127.0.0.1:9/bot123456:AAH-x_y/sendMessage"
+                );
+                assert_eq!(chat_id, "-100123");
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = Sink::new(row("telegram", "not a token"), &endpoints());
+        assert!(s
+            .config_error()
+            .unwrap()
+            .contains("invalid Telegram bot token"));
+        for bad in ["htp//nope", "ftp://h/x", "http://", "not a url at all"] {
+            let s = Sink::new(row("webhook", bad), &endpoints());
+            let e = s.config_error().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.starts_with("invalid webhook URL"), "{e}");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        let r = Redactor::new([
+            "https://discord.com/api/webhooks/1234567/s3cr3t-T0ken",
+            "k3y!",
+        ]);
+        let t = r.redact(
+            "error sending request for url (https://discord.com/api/webhooks/1234567/s3cr3t-T0ken?wait=true) \
+             and path /webhooks/1234567/s3cr3t-T0ken and %2Fs3cr3t-T0ken and key k3y!",
+        );
+        assert!(
+            !t.contains("s3cr3t") && !t.contains("1234567") && !t.contains("k3y!"),
+            "{t}"
+        );
+        let r = Redactor::new(["123456:AAH-secret_part"]);
+        let t = r.redact("POST /bot123456:AAH-secret_part/sendMessage; token AAH-secret_part");
+        assert!(!t.contains("secret_part"), "{t}");
+    }
+
+    #[test]
+    fn signature_matches_rfc4231_case_2() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn classification() {
+        let s = Sink::new(
+            row("discord", "https://discord.com/api/webhooks/1/t0ken123"),
+            &endpoints(),
+        );
+        let h = HeaderMap::new();
+        assert!(s.classify(StatusCode::NO_CONTENT, &h, "").is_ok());
+        let e = s
+            .classify(
+                StatusCode::TOO_MANY_REQUESTS,
+                &h,
+                r#"{"message":"You are being rate limited.","retry_after":0.25,"global":false}"#,
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.class,
+            ErrorClass::RateLimited {
+                retry_after: Duration::from_millis(250)
+            }
+        );
+        let e = s
+            .classify(StatusCode::INTERNAL_SERVER_ERROR, &h, "oops")
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::Retryable { retry_after: None });
+        assert_eq!(e.message, "HTTP 500 Internal Server Error: oops");
+        let e = s
+            .classify(
+                StatusCode::NOT_FOUND,
+                &h,
+                r#"{"message": "Unknown Webhook", "code": 10015}"#,
+            )
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert_eq!(e.message, "HTTP 404 Not Found: Unknown Webhook");
+        let t = Sink::new(row("telegram", "1:abcdef"), &endpoints());
+        let e = t
+            .classify(
+                StatusCode::TOO_MANY_REQUESTS,
+                &h,
+                r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}"#,
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.class,
+            ErrorClass::RateLimited {
+                retry_after: Duration::from_secs(3)
+            }
+        );
+        let e = t
+            .classify(
+                StatusCode::BAD_REQUEST,
+                &h,
+                r#"{"ok":false,"error_code":400,"description":"Bad Request: chat not found"}"#,
+            )
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert_eq!(
+            e.message,
+            "HTTP 400 Bad Request: Bad Request: chat not found"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        let w = Sink::new(row("webhook", "http://example.invalid/hook"), &endpoints());
+        let e = w
+            .classify(StatusCode::TOO_MANY_REQUESTS, &h, "")
+            .unwrap_err();
+        assert_eq!(
+            e.class,
+            ErrorClass::RateLimited {
+                retry_after: Duration::from_secs(7)
+            }
+        );
+        let e = w
+            .classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), "")
+            .unwrap_err();
+        assert_eq!(
+            e.class,
+            ErrorClass::RateLimited {
+                retry_after: DEFAULT_RETRY_AFTER
+            }
+        );
+        let e = w
+            .classify(StatusCode::MOVED_PERMANENTLY, &HeaderMap::new(), "")
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
+    }
+}

@@ -1,0 +1,135 @@
+-- 012: retention (both servers) and compression (TimescaleDB), from market.settings.
+--
+-- Retention counts candle time: "now" is the newest stored candle, so a replay of a past date
+-- behaves like live.  Candles are dropped by whole UTC days (TimescaleDB: drop_chunks of the
+-- 1-day chunks; plain PostgreSQL: DELETE per instrument), which keeps every indicator of the
+-- kept candles (see sql/006, the DELETE triggers).  Applied by market.apply_retention(): a
+-- TimescaleDB job every hour, or ta-feed stream every hour on plain PostgreSQL (call it from
+-- cron when you write candles another way).
+
+CREATE OR REPLACE FUNCTION market.apply_retention(OUT candles_cutoff timestamptz,
+                                                  OUT candles_deleted bigint,
+                                                  OUT alerts_cutoff timestamptz,
+                                                  OUT alerts_deleted bigint,
+                                                  OUT deliveries_deleted bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+  s market.settings;
+  v_latest timestamptz;
+  v_ts name := market._timescaledb_schema();
+  v_n bigint;
+  i record;
+BEGIN
+  SELECT * INTO s FROM market.settings;
+  SELECT max(h.open_time) INTO v_latest FROM market.screener_state h;
+  candles_deleted := 0;
+  alerts_deleted := 0;
+  deliveries_deleted := 0;
+  IF v_latest IS NULL THEN
+    RETURN;
+  END IF;
+
+  IF s.candles_retention IS NOT NULL THEN
+    candles_cutoff := date_bin('1 day', v_latest - s.candles_retention,
+                               timestamptz '2000-01-01 00:00:00+00');
+    IF v_ts IS NOT NULL THEN
+      -- drop_chunks bypasses the candle triggers: forget the checkpoints of dropped candles
+      SELECT count(*) INTO v_n FROM market.candles_1m WHERE open_time < candles_cutoff;
+      EXECUTE format('SELECT count(*) FROM %I.drop_chunks(%L::regclass, older_than => %L::timestamptz)',
+                     v_ts, 'market.candles_1m', candles_cutoff);
+      candles_deleted := v_n;
+      DELETE FROM market.screener_checkpoints c
+       WHERE c.open_time < candles_cutoff
+         AND NOT EXISTS (SELECT 1 FROM market.candles_1m x
+                          WHERE x.market = c.market AND x.symbol = c.symbol
+                            AND x.open_time = c.open_time);
+      -- instruments whose newest candle was dropped have no candles left
+      DELETE FROM market.screener_state h WHERE h.open_time < candles_cutoff;
+    ELSE
+      FOR i IN SELECT h.market, h.symbol FROM market.screener_state h ORDER BY 1, 2 LOOP
+        DELETE FROM market.candles_1m c
+         WHERE c.market = i.market AND c.symbol = i.symbol AND c.open_time < candles_cutoff;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        candles_deleted := candles_deleted + v_n;
+      END LOOP;
+    END IF;
+  END IF;
+
+  alerts_cutoff := v_latest - s.alert_history_retention;
+  DELETE FROM market.alert_history h WHERE h.open_time < alerts_cutoff;
+  GET DIAGNOSTICS alerts_deleted = ROW_COUNT;
+  deliveries_deleted := market.prune_alert_deliveries();
+END
+$$;
+COMMENT ON FUNCTION market.apply_retention() IS
+  'Apply market.settings retention in candle time (newest stored candle = now): drop whole UTC '
+  'days of candles older than candles_retention (TimescaleDB drop_chunks, else DELETE; NULL '
+  'retention keeps everything), delete alerts older than alert_history_retention and deliveries '
+  'of deleted alerts. Returns the cutoffs and counts. A TimescaleDB job runs it every hour; '
+  'ta-feed stream calls it every hour on plain PostgreSQL.';
+
+CREATE OR REPLACE PROCEDURE market._retention_job(job_id integer, config jsonb)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+  PERFORM market.apply_retention();
+END
+$$;
+COMMENT ON PROCEDURE market._retention_job(integer, jsonb) IS
+  'Internal: TimescaleDB job body (every hour): market.apply_retention().';
+
+-- TimescaleDB: compression of candles_1m (segment by instrument, order by time) after
+-- settings.compress_after, and the retention job.  Re-applied when settings change.
+CREATE OR REPLACE FUNCTION market._apply_policies() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+  v_ts name := market._timescaledb_schema();
+  v_after interval := (SELECT compress_after FROM market.settings);
+BEGIN
+  IF v_ts IS NULL THEN
+    RETURN;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM timescaledb_information.compression_settings
+                  WHERE hypertable_schema = 'market' AND hypertable_name = 'candles_1m') THEN
+    ALTER TABLE market.candles_1m SET (timescaledb.compress,
+                                       timescaledb.compress_segmentby = 'market, symbol',
+                                       timescaledb.compress_orderby = 'open_time');
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs
+                  WHERE proc_name = 'policy_compression' AND hypertable_schema = 'market'
+                    AND hypertable_name = 'candles_1m'
+                    AND config->>'compress_after' = v_after::text) THEN
+    EXECUTE format('SELECT %I.remove_compression_policy(%L::regclass, if_exists => true)',
+                   v_ts, 'market.candles_1m');
+    EXECUTE format('SELECT %I.add_compression_policy(%L::regclass, compress_after => %L::interval)',
+                   v_ts, 'market.candles_1m', v_after);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs
+                  WHERE proc_schema = 'market' AND proc_name = '_retention_job') THEN
+    EXECUTE format('SELECT %I.add_job(%L::regproc, %L::interval)', v_ts,
+                   'market._retention_job', '1 hour');
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION market._apply_policies() IS
+  'Internal: TimescaleDB only: compression settings and policy of market.candles_1m '
+  '(segmentby market, symbol; orderby open_time; after settings.compress_after) and the hourly '
+  'retention job. Called by the schema migration and when market.settings changes.';
+
+CREATE OR REPLACE FUNCTION market._settings_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+  PERFORM market._apply_policies();
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION market._settings_changed() IS
+  'Internal: AFTER UPDATE trigger of market.settings; re-applies the TimescaleDB policies.';
+DROP TRIGGER IF EXISTS settings_changed ON market.settings;
+CREATE TRIGGER settings_changed AFTER UPDATE ON market.settings
+  FOR EACH STATEMENT EXECUTE FUNCTION market._settings_changed();
+
+DO $$ BEGIN PERFORM market._apply_policies(); END $$;

@@ -1,0 +1,94 @@
+-- 090: roles and privileges (applied last, over every object of the schema).
+-- Group roles (NOLOGIN); grant them to login roles:
+--   ta_reader      read everything in market except sink secrets; run the screener functions
+--                  and backtests (BI tools: Grafana, Metabase, Superset; LISTEN needs no grant).
+--   ta_writer      ta_reader + write candles and the data-quality log (ta-feed, your loaders).
+--                  Alert evaluation runs inside the candle triggers as the schema owner, so a
+--                  writer needs no rights on rules, state or alert history.
+--   ta_rule_admin  ta_reader + create, edit, enable/disable and delete custom alert rules,
+--                  tune presets' config, edit market.settings, manage sinks (writing secrets
+--                  it cannot read back) and subscriptions.
+--   ta_notifier    ta_reader + read sink secrets, record delivery outcomes (ta-feed notify).
+-- Creating roles needs CREATEROLE; when the applying role lacks it, the roles are skipped
+-- with a NOTICE and the grants below are applied only to roles that exist.
+--
+-- Internal functions that feed trusted paths (state maintenance, evaluation, retention,
+-- rebuild) are not executable by PUBLIC; nor are pg_ta's screener cache functions (revoked
+-- in the extension).  See README "Security".
+DO $$
+DECLARE
+  r text;
+BEGIN
+  FOREACH r IN ARRAY ARRAY['ta_reader', 'ta_writer', 'ta_rule_admin', 'ta_notifier'] LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+      BEGIN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+      EXCEPTION WHEN insufficient_privilege THEN
+        RAISE NOTICE 'pg_ta: cannot create role % (needs CREATEROLE); skipped', r;
+      END;
+    END IF;
+  END LOOP;
+END
+$$;
+
+-- Functions: nothing for PUBLIC by default, then exactly what each role needs.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA market FROM PUBLIC;
+REVOKE EXECUTE ON ALL PROCEDURES IN SCHEMA market FROM PUBLIC;
+ALTER DEFAULT PRIVILEGES IN SCHEMA market REVOKE EXECUTE ON ROUTINES FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA market FROM PUBLIC;
+
+DO $$
+DECLARE
+  -- what a reader runs: the screener and backtests (security invoker, read-only) and the
+  -- read-only internals they call
+  v_read text[] := ARRAY[
+    'market.timescaledb_enabled()', 'market.schema_version()', 'market._timescaledb_schema()',
+    'market._is_owner()', 'market.alert_channel()', 'market.alert_payload_version()',
+    'market.screener_at(timestamptz, text)',
+    'market.screener_range(timestamptz, timestamptz, text[], text)',
+    'market.backtest(text, timestamptz, timestamptz, text[], jsonb, boolean, text)',
+    'market.backtest_expression(text, timestamptz, timestamptz, text[], jsonb, interval, text)',
+    'market.backtest_rules(text[], timestamptz, timestamptz, text[], jsonb, boolean, text, boolean)',
+    'market._backtest(text[], text[], integer[], interval[], timestamptz, timestamptz, text[], text, boolean)',
+    'market._run(text[], text[], timestamptz[], timestamptz[], timestamptz[], timestamptz[])',
+    'market._start(text, text, timestamptz)', 'market._warm_before(text, text, timestamptz)',
+    'market._check_range(text, timestamptz, timestamptz)',
+    'market._range_instruments(timestamptz, text[], text)',
+    'market._run1(text, text, timestamptz, timestamptz, timestamptz, timestamptz)',
+    'market._alert_payload(ta.screener_row, bigint, integer, text)',
+    'market._rollup_sql(interval, name)'];
+  f text;
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_reader') THEN
+    -- pg_ta 0.1.0 granted every function to ta_reader: start from nothing
+    REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA market FROM ta_reader;
+    GRANT USAGE ON SCHEMA market, ta TO ta_reader;
+    GRANT SELECT ON ALL TABLES IN SCHEMA market TO ta_reader;
+    REVOKE SELECT ON market._evaluator_lock FROM ta_reader;
+    -- sink secrets: column privileges
+    REVOKE SELECT ON market.alert_sinks FROM ta_reader;
+    GRANT SELECT (sink_id, name, kind, chat_id, enabled, created_at) ON market.alert_sinks
+      TO ta_reader;
+    FOREACH f IN ARRAY v_read LOOP
+      EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO ta_reader', f);
+    END LOOP;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_writer') THEN
+    GRANT ta_reader TO ta_writer;
+    GRANT INSERT, UPDATE, DELETE ON market.candles_1m TO ta_writer;
+    GRANT INSERT ON market.data_quality_log TO ta_writer;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_rule_admin') THEN
+    GRANT ta_reader TO ta_rule_admin;
+    GRANT INSERT, UPDATE, DELETE ON market.alert_rules TO ta_rule_admin;
+    GRANT UPDATE ON market.settings TO ta_rule_admin;
+    GRANT INSERT, UPDATE, DELETE ON market.alert_sinks, market.alert_subscriptions
+      TO ta_rule_admin;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_notifier') THEN
+    GRANT ta_reader TO ta_notifier;
+    GRANT SELECT ON market.alert_sinks TO ta_notifier;
+    GRANT UPDATE ON market.alert_deliveries TO ta_notifier;
+  END IF;
+END
+$$;
