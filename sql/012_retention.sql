@@ -12,7 +12,7 @@ CREATE OR REPLACE FUNCTION market.apply_retention(OUT candles_cutoff timestamptz
                                                   OUT alerts_cutoff timestamptz,
                                                   OUT alerts_deleted bigint,
                                                   OUT deliveries_deleted bigint)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
   s market.settings;
@@ -67,7 +67,8 @@ COMMENT ON FUNCTION market.apply_retention() IS
   'days of candles older than candles_retention (TimescaleDB drop_chunks, else DELETE; NULL '
   'retention keeps everything), delete alerts older than alert_history_retention and deliveries '
   'of deleted alerts. Returns the cutoffs and counts. A TimescaleDB job runs it every hour; '
-  'ta-feed stream calls it every hour on plain PostgreSQL.';
+  'ta-feed stream calls it every hour (--retention-interval-secs). SECURITY DEFINER: what it '
+  'deletes is decided by market.settings (owner and ta_rule_admin), so ta_writer may run it.';
 
 CREATE OR REPLACE PROCEDURE market._retention_job(job_id integer, config jsonb)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS

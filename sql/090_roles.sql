@@ -77,6 +77,7 @@ BEGIN
     GRANT ta_reader TO ta_writer;
     GRANT INSERT, UPDATE, DELETE ON market.candles_1m TO ta_writer;
     GRANT INSERT ON market.data_quality_log TO ta_writer;
+    GRANT EXECUTE ON FUNCTION market.apply_retention() TO ta_writer;
   END IF;
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_rule_admin') THEN
     GRANT ta_reader TO ta_rule_admin;

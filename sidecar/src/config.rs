@@ -125,6 +125,12 @@ pub struct StreamArgs {
     /// when unset. --metrics-addr serves the same endpoints.
     #[arg(long, env = "HEALTH_ADDR")]
     pub health_addr: Option<SocketAddr>,
+
+    /// Call market.apply_retention() (market.settings retention, candle time) this often,
+    /// seconds; 0 = never (e.g. when a TimescaleDB job or cron does it).
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub retention_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -141,6 +147,11 @@ pub struct ImportArgs {
     /// Rows per COPY + upsert transaction.
     #[arg(long, env = "IMPORT_BATCH_ROWS", default_value_t = 50_000)]
     pub batch_rows: usize,
+
+    /// Market of the files' instruments (`market.candles_1m.market`): spot (data.binance.vision
+    /// spot/...) or usdm (futures/um/...).
+    #[arg(long, env = "MARKET", value_enum, default_value_t = crate::market::Market::Spot)]
+    pub market: crate::market::Market,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -191,6 +191,8 @@ pub struct ImportConfig {
     pub symbol: Option<String>,
     /// Rows per COPY + upsert transaction.
     pub batch_rows: usize,
+    /// Market written with every row.
+    pub market: crate::market::Market,
 }
 
 /// Per-file (and total) counts.
@@ -230,7 +232,9 @@ impl ImportStats {
 /// Imports every file (alerts off), printing one line per file and a total line.
 /// Parsing runs on a blocking thread, overlapped with COPY.
 pub async fn import_files(cfg: &ImportConfig) -> Result<Vec<ImportStats>, ImportError> {
-    let mut sink = CandleSink::connect(&cfg.database_url).await?;
+    let mut sink = CandleSink::connect(&cfg.database_url)
+        .await?
+        .with_market(cfg.market);
     let mut all = Vec::new();
     let started = Instant::now();
     for path in &cfg.files {

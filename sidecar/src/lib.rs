@@ -93,6 +93,7 @@ pub async fn run(
             cfg.rest.weight_soft_limit = args.rest_weight_soft_limit;
             cfg.rest.max_attempts = args.rest_max_attempts.max(1);
             cfg.stop_after_minutes = args.stop_after_minutes;
+            cfg.retention_interval = Duration::from_secs(args.retention_interval_secs);
             let summary = stream::run_stream(cfg, shutdown).await.context("stream")?;
             info!(?summary, "stream finished");
         }
@@ -103,6 +104,7 @@ pub async fn run(
                 files: args.files,
                 symbol: args.symbol,
                 batch_rows: args.batch_rows,
+                market: args.market,
             };
             tokio::select! {
                 r = import::import_files(&cfg) => { r.context("import")?; }

@@ -76,6 +76,9 @@ pub struct StreamConfig {
     pub stop_after_minutes: u64,
     /// Health state (served by `--health-addr`; reported into whether served or not).
     pub health: std::sync::Arc<crate::health::HealthState>,
+    /// Call `market.apply_retention()` this often (zero: never). The first call is one
+    /// interval after start.
+    pub retention_interval: Duration,
 }
 
 impl StreamConfig {
@@ -99,6 +102,7 @@ impl StreamConfig {
             connect_wait: Duration::from_secs(10),
             stop_after_minutes: 0,
             health: crate::health::HealthState::new(crate::health::Component::Stream),
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -170,6 +174,12 @@ pub async fn run_stream(
         }
     }
 
+    let retention = (!cfg.retention_interval.is_zero()).then(|| {
+        tokio::spawn(retention_loop(
+            cfg.database_url.clone(),
+            cfg.retention_interval,
+        ))
+    });
     let mut writer = Writer::new(&cfg, rest, sink);
     let result = async {
         if !shutdown.is_shutdown() {
@@ -183,6 +193,9 @@ pub async fn run_stream(
     }
     .await;
     trigger.trigger();
+    if let Some(task) = retention {
+        task.abort();
+    }
     while connections.join_next().await.is_some() {}
     let summary = writer.summary.clone();
     info!(?summary, "stream stopped");
@@ -482,5 +495,42 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Applies `market.settings` retention every `interval` (`market.apply_retention()`, candle
+/// time). On TimescaleDB an hourly job does the same; calling it twice is harmless. A failure
+/// (database down, or a role without EXECUTE on it) is logged and retried at the next tick.
+async fn retention_loop(database_url: String, interval: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = async {
+            let (client, conn) = crate::db::connect(&database_url).await?;
+            let row = client
+                .query_one(
+                    "SELECT candles_deleted, alerts_deleted, deliveries_deleted \
+                     FROM market.apply_retention()",
+                    &[],
+                )
+                .await;
+            drop(client);
+            conn.abort();
+            anyhow::Ok(row?)
+        }
+        .await;
+        match result {
+            Ok(row) => info!(
+                candles_deleted = row.get::<_, Option<i64>>(0),
+                alerts_deleted = row.get::<_, Option<i64>>(1),
+                deliveries_deleted = row.get::<_, Option<i64>>(2),
+                "retention applied"
+            ),
+            Err(error) => warn!(
+                error = format!("{error:#}"),
+                "market.apply_retention() failed"
+            ),
+        }
     }
 }

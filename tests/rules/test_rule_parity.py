@@ -23,8 +23,9 @@ Data (from PG_TA_SHARED_DATA, default <repo>/../shared/data/binance; never copie
      `ta-feed import FILE` into its own fresh database (one of them has a real 284-minute
      outage and a truncated kline: windows count stored candles, so the gap is skipped).
 
-Database side, per preset: market.backtest(rule, from, to, NULL, NULL, false) (every firing
-candle) and market.backtest(rule, from, to) (with the rule's 5-minute cooldown).  Python side:
+Database side: all 16 presets in one market.backtest_rules(rules, from, to, p_cooldown => false,
+p_payload => false) call (every firing candle) and one with p_cooldown => true (each rule's
+5-minute cooldown); the live slice checks market.backtest (one rule, with payloads).  Python side:
 the same rule with no cooldown, and with the documented cooldown (suppressed while the last
 *fired* alert of (symbol, rule) is younger than 5 minutes, in candle open_time; history starts
 empty at `from`).  The ten DESIGN.md presets must match exactly; so must the six extras, except
@@ -43,10 +44,8 @@ computes it from running sums, the reference directly): those are excluded and c
    equal market.screener_range's (the set-based path from day checkpoints), and the heads must
    survive market.rebuild_screener_state().
 
-Runtime (2 cores): about 2 minutes: ~30 s COPY (triggers), ~55 s for the 32
-market.backtest calls over the 13 x 30-day set (0.3-0.9 s per call, plus ~35 us per firing
-candle for its payload: flat_1m without cooldown fires 485,289 times, ~17 s), ~25 s for the
-rest.  PG_TA_RULES_JOBS=2 runs the backtests on two connections.
+Runtime (2 cores): printed per phase ([time] lines); the two backtest_rules passes run the
+screener engine once per instrument each.
 
 Run:  PG_TA_TEST_DSN=postgresql://postgres@127.0.0.1:5443/postgres \
       .venv/bin/python -m pytest tests/rules -q -s
@@ -56,10 +55,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -77,7 +74,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FLAT_EPS = 1e-12
 LIVE_SYMBOLS = ["BTCUSDT", "DOGEUSDT", "SOLUSDT"]
 LIVE_MINUTES = int(os.environ.get("PG_TA_RULES_LIVE_MINUTES", "600"))
-JOBS = int(os.environ.get("PG_TA_RULES_JOBS", "1"))
 TIMINGS: list = []
 
 
@@ -150,45 +146,28 @@ def db_backtest(conn, rule: str, lo: int, hi: int, cooldown: bool) -> set:
 
 
 def db_all(conn, lo: int, hi: int, label: str) -> tuple[dict, dict]:
-    """Every preset through market.backtest, without and with cooldown.  PG_TA_RULES_JOBS > 1
-    spreads the rules over that many connections (default 1: one backend at a time)."""
-    nocd, cd = {}, {}
-    per_rule = []
-
-    def run(c, r):
-        t1 = time.monotonic()
-        a = db_backtest(c, r, lo, hi, False)
-        t2 = time.monotonic()
-        b = db_backtest(c, r, lo, hi, True)
-        return r, a, b, t2 - t1, time.monotonic() - t2
-
+    """Every preset through one market.backtest_rules call (one screener-engine pass per
+    instrument evaluates all 16 rules), without and with cooldown; payloads are not built
+    (p_payload => false): only which candles fire is compared here."""
+    rules = list(ref.ALL_PRESETS)
+    out = []
     t0 = time.monotonic()
-    if JOBS <= 1:
-        results = [run(conn, r) for r in ref.ALL_PRESETS]
-    else:
-        dsn = conn.info.dsn
-        local = threading.local()
-
-        def job(r):
-            if not hasattr(local, "c"):
-                local.c = psycopg.connect(dsn, autocommit=True)
-                opened.append(local.c)
-            return run(local.c, r)
-
-        opened: list = []
-        try:
-            with ThreadPoolExecutor(JOBS) as ex:
-                results = list(ex.map(job, ref.ALL_PRESETS))
-        finally:
-            for c in opened:
-                c.close()
-    for r, a, b, ta, tb in results:
-        nocd[r], cd[r] = a, b
-        per_rule.append((r, ta, tb))
-    TIMINGS.append((f"{label}: 16 rules x 2 backtests ({JOBS} job(s))", time.monotonic() - t0))
-    print(f"[time] {label}: backtest seconds per rule (no cooldown/cooldown): "
-          + ", ".join(f"{r} {a:.1f}/{b:.1f}" for r, a, b in per_rule))
-    return nocd, cd
+    for cooldown in (False, True):
+        t1 = time.monotonic()
+        rows = conn.execute(
+            "SELECT rule, symbol, open_time FROM market.backtest_rules(%s, %s, %s,"
+            " p_cooldown => %s, p_payload => false)",
+            (rules, _dt(lo), _dt(hi), cooldown)).fetchall()
+        got = {r: set() for r in rules}
+        for r, s, t in rows:
+            got[r].add((s, _ms(t)))
+        assert sum(map(len, got.values())) == len(rows), \
+            f"{label}: backtest_rules returned duplicate (rule, symbol, minute) rows"
+        out.append(got)
+        print(f"[time] {label}: backtest_rules of 16 rules, cooldown={cooldown}: "
+              f"{time.monotonic() - t1:.1f} s, {len(rows)} alerts")
+    TIMINGS.append((f"{label}: 16 rules x 2 backtest_rules passes", time.monotonic() - t0))
+    return out[0], out[1]
 
 
 # --------------------------------------------------------------------------------------

@@ -336,7 +336,11 @@ pub(crate) fn numeric_to_f64(data: &[u8]) -> Option<f64> {
             if data.len() < 4 {
                 return None;
             }
-            (flags == 0x4000, i16::from_ne_bytes([data[2], data[3]]), &data[4..])
+            (
+                flags == 0x4000,
+                i16::from_ne_bytes([data[2], data[3]]),
+                &data[4..],
+            )
         }
     };
     let nd = digits.len() / 2;

@@ -7,7 +7,7 @@
 //!   [SET LOCAL market.evaluate_alerts = 'off';]      -- backfill and import only
 //!   COPY candles_in (...) FROM STDIN (FORMAT binary);
 //!   INSERT INTO market.candles_1m SELECT * FROM candles_in
-//!     ON CONFLICT (symbol, open_time) DO UPDATE SET ... = EXCLUDED....
+//!     ON CONFLICT (market, symbol, open_time) DO UPDATE SET ... = EXCLUDED....
 //!     WHERE (candles_1m.close_time, ...) IS DISTINCT FROM (EXCLUDED.close_time, ...);
 //!   [INSERT INTO market.data_quality_log ... kind = 'truncated' for written truncated rows]
 //! COMMIT;   -- candles_in is ON COMMIT DELETE ROWS
@@ -35,6 +35,7 @@ use crate::constants::{
     metric, quality_kind, CANDLES_TABLE, CANDLE_VALUE_COLUMNS, DATA_QUALITY_TABLE,
     EVALUATE_ALERTS_SETTING, STAGING_TABLE,
 };
+use crate::market::Market;
 
 /// Database failures.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +137,7 @@ fn upsert_sql() -> &'static str {
             .join(", ");
         format!(
             "INSERT INTO {CANDLES_TABLE} SELECT * FROM {STAGING_TABLE} \
-             ON CONFLICT (symbol, open_time) DO UPDATE SET {set} \
+             ON CONFLICT (market, symbol, open_time) DO UPDATE SET {set} \
              WHERE ({old}) IS DISTINCT FROM ({new})"
         )
     })
@@ -144,12 +145,12 @@ fn upsert_sql() -> &'static str {
 
 fn copy_sql() -> String {
     format!(
-        "COPY {STAGING_TABLE} (symbol, open_time, {}) FROM STDIN (FORMAT binary)",
+        "COPY {STAGING_TABLE} (symbol, open_time, {}, market) FROM STDIN (FORMAT binary)",
         CANDLE_VALUE_COLUMNS.join(", ")
     )
 }
 
-const COPY_TYPES: [Type; 12] = [
+const COPY_TYPES: [Type; 13] = [
     Type::TEXT,
     Type::TIMESTAMPTZ,
     Type::TIMESTAMPTZ,
@@ -162,6 +163,7 @@ const COPY_TYPES: [Type; 12] = [
     Type::INT8,
     Type::NUMERIC,
     Type::NUMERIC,
+    Type::TEXT,
 ];
 
 /// A connection that writes candle batches and data-quality events.
@@ -169,6 +171,7 @@ pub struct CandleSink {
     client: Client,
     connection: JoinHandle<()>,
     staging_ready: bool,
+    market: Market,
 }
 
 impl Drop for CandleSink {
@@ -184,7 +187,14 @@ impl CandleSink {
             client,
             connection,
             staging_ready: false,
+            market: Market::Spot,
         })
+    }
+
+    /// The market every row and event of this sink is written for (default spot).
+    pub fn with_market(mut self, market: Market) -> Self {
+        self.market = market;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -195,13 +205,15 @@ impl CandleSink {
         self.client.is_closed()
     }
 
-    /// Newest stored open_time of `symbol`.
+    /// Newest stored open_time of (the sink's market, `symbol`).
     pub async fn last_open_time(&self, symbol: &str) -> Result<Option<DateTime<Utc>>, SinkError> {
         let row = self
             .client
             .query_one(
-                &format!("SELECT max(open_time) FROM {CANDLES_TABLE} WHERE symbol = $1"),
-                &[&symbol],
+                &format!(
+                    "SELECT max(open_time) FROM {CANDLES_TABLE} WHERE market = $1 AND symbol = $2"
+                ),
+                &[&self.market.as_str(), &symbol],
             )
             .await
             .map_err(SinkError::db("select max(open_time)"))?;
@@ -233,6 +245,8 @@ impl CandleSink {
         if klines.is_empty() {
             return Ok(0);
         }
+        let market = self.market;
+        let market_name: &str = market.as_str();
         self.ensure_staging().await?;
         let tx = self
             .client
@@ -251,7 +265,7 @@ impl CandleSink {
         let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
         let mut writer = pin!(writer);
         for k in klines {
-            let row: [&(dyn ToSql + Sync); 12] = [
+            let row: [&(dyn ToSql + Sync); 13] = [
                 &k.symbol,
                 &k.open_time,
                 &k.close_time,
@@ -264,6 +278,7 @@ impl CandleSink {
                 &k.trades,
                 &k.taker_buy_volume,
                 &k.taker_buy_quote_volume,
+                &market_name,
             ];
             writer
                 .as_mut()
@@ -307,7 +322,7 @@ impl CandleSink {
                             "alerts": mode == AlertMode::Evaluate,
                         }),
                     };
-                    insert_quality(&tx, &ev).await?;
+                    insert_quality(&tx, &ev, market).await?;
                     warn!(symbol = %k.symbol, open_time = %k.open_time, close_time = %k.close_time, "stored truncated kline");
                 }
             }
@@ -329,7 +344,7 @@ impl CandleSink {
             .await
             .map_err(SinkError::db("begin"))?;
         for ev in events {
-            insert_quality(&tx, ev).await?;
+            insert_quality(&tx, ev, self.market).await?;
         }
         tx.commit().await.map_err(SinkError::db("commit"))?;
         Ok(())
@@ -339,12 +354,14 @@ impl CandleSink {
 async fn insert_quality(
     tx: &tokio_postgres::Transaction<'_>,
     ev: &QualityEvent,
+    market: Market,
 ) -> Result<(), SinkError> {
     let detail = ev.detail.to_string();
     tx.execute(
         &format!(
-            "INSERT INTO {DATA_QUALITY_TABLE} (symbol, kind, from_time, to_time, rows, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)"
+            "INSERT INTO {DATA_QUALITY_TABLE} \
+             (symbol, kind, from_time, to_time, rows, detail, market) \
+             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)"
         ),
         &[
             &ev.symbol,
@@ -353,6 +370,7 @@ async fn insert_quality(
             &ev.to_time,
             &ev.rows,
             &detail,
+            &market.as_str(),
         ],
     )
     .await
@@ -367,6 +385,7 @@ pub struct RetryingSink {
     database_url: String,
     sink: Option<CandleSink>,
     backoff: Backoff,
+    market: Market,
 }
 
 impl RetryingSink {
@@ -375,7 +394,14 @@ impl RetryingSink {
             database_url: database_url.into(),
             sink: None,
             backoff,
+            market: Market::Spot,
         }
+    }
+
+    /// The market every row and event is written for (default spot).
+    pub fn with_market(mut self, market: Market) -> Self {
+        self.market = market;
+        self
     }
 
     /// Drops the current connection (e.g. after an abandoned transaction).
@@ -396,6 +422,7 @@ impl RetryingSink {
             self.sink = None;
             match CandleSink::connect(&self.database_url).await {
                 Ok(s) => {
+                    let s = s.with_market(self.market);
                     info!(database = %redact_database_url(&self.database_url), "connected to database");
                     self.sink = Some(s);
                 }

@@ -1,0 +1,37 @@
+-- Retention on plain PostgreSQL: market.apply_retention() applies market.settings in candle
+-- time (newest stored candle = now): whole UTC days of candles older than candles_retention,
+-- alerts older than alert_history_retention.  ta-feed stream calls it every hour.
+SET client_min_messages = warning;
+SET TIME ZONE 'UTC';
+SET market.evaluate_alerts = off;  -- this test's candles fire nothing
+
+-- 6 days of one candle per hour for one instrument (other tests' data is left alone: it is
+-- older than nothing here, and candles_retention stays NULL for them afterwards)
+INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low, close,
+                               volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
+SELECT 'usdm', 'RETNUSDT', t, t + interval '59.999 seconds', 10, 11, 9, 10, 1, 10, 1, 0.5, 5
+  FROM generate_series(timestamptz '2030-01-01', timestamptz '2030-01-06 23:00', interval '1 hour') t;
+
+-- default: keep every candle
+SELECT candles_cutoff IS NULL AS keeps_candles, candles_deleted
+  FROM market.apply_retention();
+SELECT count(*) FROM market.candles_1m WHERE symbol = 'RETNUSDT';
+
+-- at least 3 days, so the live windows stay complete
+UPDATE market.settings SET candles_retention = '1 day';
+UPDATE market.settings SET candles_retention = '3 days';
+-- newest candle 2030-01-06 23:00: whole days before 2030-01-03 00:00 go (2030-01-01, -02)
+SELECT candles_cutoff, candles_deleted FROM market.apply_retention();
+SELECT min(open_time), max(open_time), count(*) FROM market.candles_1m WHERE symbol = 'RETNUSDT';
+-- the head keeps its values (a prefix of whole days went: candles counts from the series start)
+SELECT (s."row").candles, (s."row").open_time FROM market.screener_state s
+ WHERE s.market = 'usdm' AND s.symbol = 'RETNUSDT';
+-- idempotent
+SELECT candles_deleted FROM market.apply_retention();
+
+-- a writer may run it (SECURITY DEFINER; what it deletes is the settings' decision)
+SELECT has_function_privilege('ta_writer', 'market.apply_retention()', 'EXECUTE') AS writer_may,
+       has_function_privilege('ta_reader', 'market.apply_retention()', 'EXECUTE') AS reader_may;
+
+UPDATE market.settings SET candles_retention = NULL;
+DELETE FROM market.candles_1m WHERE symbol = 'RETNUSDT';
