@@ -83,7 +83,8 @@ pub struct StreamArgs {
 
     /// WebSocket reconnect: delay multiplier after each failed attempt (reset once a
     /// connection delivered a closed kline).
-    #[arg(long, env = "RECONNECT_MULTIPLIER", default_value_t = 2.0)]
+    #[arg(long, env = "RECONNECT_MULTIPLIER", default_value_t = 2.0,
+          value_parser = finite_in(1.0, 10.0))]
     pub reconnect_multiplier: f64,
 
     /// Database reconnect: first delay, milliseconds (doubles up to --db-retry-max-ms).
@@ -166,8 +167,10 @@ pub struct ReplayArgs {
     #[arg(long, env = "REPLAY_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: String,
 
-    /// Replayed seconds per real second (600 = ten replayed minutes per second).
-    #[arg(long, env = "REPLAY_SPEED", default_value_t = 1.0)]
+    /// Replayed seconds per real second (600 = ten replayed minutes per second); finite, in
+    /// [0.001, 10000000].
+    #[arg(long, env = "REPLAY_SPEED", default_value_t = 1.0,
+          value_parser = finite_in(0.001, 1e7))]
     pub speed: f64,
 
     /// Replay start time: RFC 3339 or epoch milliseconds. Default: first open_time in the
@@ -183,7 +186,8 @@ pub struct ReplayArgs {
 
     /// Real seconds between WebSocket pings (connections without pongs for 3 intervals
     /// are closed).
-    #[arg(long, env = "REPLAY_PING_SECS", default_value_t = 20.0)]
+    #[arg(long, env = "REPLAY_PING_SECS", default_value_t = 20.0,
+          value_parser = finite_in(0.05, 86_400.0))]
     pub ping_secs: f64,
 
     /// Answer the first N /api/v3/klines requests with 429 and Retry-After: 1.
@@ -277,6 +281,22 @@ impl NotifyArgs {
         c.send_timeout = Duration::from_millis(self.send_timeout_ms);
         c.prune_interval = Duration::from_secs(self.prune_interval_secs);
         c
+    }
+}
+
+/// A clap value parser for an `f64` that must be finite and within `[lo, hi]` (a clear error
+/// instead of a panic in `Duration::from_secs_f64` later).
+fn finite_in(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync {
+    move |text: &str| {
+        let v: f64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number"))?;
+        if v.is_finite() && (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("{text} is outside [{lo}, {hi}]"))
+        }
     }
 }
 
@@ -397,6 +417,29 @@ mod tests {
         };
         assert_eq!(r.files.len(), 2);
         assert_eq!(r.speed, 600.0);
+        // numeric flags are range-checked: never a panic in Duration::from_secs_f64
+        for bad in [
+            ["--speed", "1e-300"],
+            ["--speed", "inf"],
+            ["--speed", "NaN"],
+            ["--ping-secs", "inf"],
+            ["--ping-secs", "0"],
+            ["--ping-secs", "x"],
+        ] {
+            let r = Cli::try_parse_from(["ta-feed", "replay", "--file", "a.csv", bad[0], bad[1]]);
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
+        for bad in ["inf", "0.5", "1e300"] {
+            let r = Cli::try_parse_from([
+                "ta-feed",
+                "stream",
+                "--symbols",
+                "BTCUSDT",
+                "--reconnect-multiplier",
+                bad,
+            ]);
+            assert!(r.is_err(), "--reconnect-multiplier {bad} accepted");
+        }
         let cli =
             Cli::try_parse_from(["ta-feed", "import", "x.csv.gz", "--symbol", "btcusdt"]).unwrap();
         assert!(matches!(cli.command, Command::Import(_)));
