@@ -181,6 +181,8 @@ pub async fn run_stream(
         ))
     });
     let mut writer = Writer::new(&cfg, rest, sink);
+    writer.connections_total = urls.len();
+    writer.set_connections(connected);
     let result = async {
         if !shutdown.is_shutdown() {
             let mut sd = shutdown.clone();
@@ -214,6 +216,10 @@ struct Writer {
     buffer_since: Option<Instant>,
     live_minutes: BTreeSet<i64>,
     summary: StreamSummary,
+    /// Health figures (`/health`): stream connections up of total.
+    health: std::sync::Arc<crate::health::HealthState>,
+    connections_up: usize,
+    connections_total: usize,
 }
 
 impl Writer {
@@ -229,7 +235,17 @@ impl Writer {
             buffer_since: None,
             live_minutes: BTreeSet::new(),
             summary: StreamSummary::default(),
+            health: cfg.health.clone(),
+            connections_up: 0,
+            connections_total: 0,
         }
+    }
+
+    /// Reports connections up/total to the health state.
+    fn set_connections(&mut self, up: usize) {
+        self.connections_up = up.min(self.connections_total);
+        self.health
+            .set_connections(self.connections_up, self.connections_total);
     }
 
     /// For each symbol: from the last stored minute + 1 (or serverTime − backfill_minutes)
@@ -344,7 +360,12 @@ impl Writer {
             match event {
                 None => self.flush_or_shutdown(shutdown).await?,
                 Some(FeedEvent::Connected { connection }) => {
-                    debug!(connection, "stream (re)connected")
+                    debug!(connection, "stream (re)connected");
+                    self.set_connections(self.connections_up + 1);
+                }
+                Some(FeedEvent::Disconnected { connection }) => {
+                    debug!(connection, "stream disconnected");
+                    self.set_connections(self.connections_up.saturating_sub(1));
                 }
                 Some(FeedEvent::Rejected {
                     symbol,
@@ -365,6 +386,7 @@ impl Writer {
                 }
                 Some(FeedEvent::Closed { kline, event_time }) => {
                     debug!(symbol = %kline.symbol, open_time = %kline.open_time, event_time, "closed kline");
+                    self.health.observe_exchange_time(from_ms(event_time));
                     if self.buffer.iter().any(|b| b.symbol == kline.symbol) {
                         self.flush_or_shutdown(shutdown).await?; // (b)
                     }
@@ -466,6 +488,11 @@ impl Writer {
                     self.live_minutes.insert(t);
                     metrics::gauge!(metric::LAST_CLOSED_OPEN_TIME, "symbol" => k.symbol.clone())
                         .set(t as f64 / 1000.0);
+                }
+                self.health.set_db_connected(true);
+                self.health.add_candles_written(rows);
+                if let Some(newest) = batch.iter().map(|k| k.open_time).max() {
+                    self.health.set_last_closed_open_time(newest);
                 }
                 self.summary.live_klines += batch.len() as u64;
                 self.summary.live_rows_written += rows;

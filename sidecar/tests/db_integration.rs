@@ -319,6 +319,7 @@ async fn stream_against_replay_with_drops() {
     sc.backfill_minutes = 120;
     sc.reconnect_initial = Duration::from_millis(300);
     sc.stop_after_minutes = 30;
+    let health = sc.health.clone();
     let started = Instant::now();
     let summary = tokio::time::timeout(
         Duration::from_secs(90),
@@ -331,6 +332,16 @@ async fn stream_against_replay_with_drops() {
     println!("summary {summary:?} in {elapsed:?}");
     assert!(summary.live_minutes >= 30);
     assert!(summary.gaps_filled >= 2, "drops every 5 minutes cause gaps");
+    // the /health figures of the stream follow what it did
+    let report = health.report();
+    assert_eq!(report.connections_total, Some(1), "{report:?}");
+    assert_eq!(
+        report.candles_written, summary.live_rows_written,
+        "{report:?}"
+    );
+    assert_eq!(report.database_connected, Some(true), "{report:?}");
+    assert!(report.last_closed_open_time.is_some(), "{report:?}");
+    assert!(report.lag_seconds.is_some(), "{report:?}");
     assert_eq!(summary.dropped_klines, 0);
     // A gap fill after a reconnect may already have written the minute whose live kline
     // arrives next (at 600x the minute closes within a millisecond); that write then changes

@@ -56,6 +56,8 @@ pub enum FeedEvent {
     },
     /// Connection `connection` is established and subscribed.
     Connected { connection: usize },
+    /// Connection `connection` ended (it reconnects unless shutting down).
+    Disconnected { connection: usize },
 }
 
 /// Why a session ended.
@@ -257,6 +259,7 @@ pub async fn session(
         }
     };
     debug!(connection = cfg.id, ?end, delivered, "stream session ended");
+    let _ = tx.send(FeedEvent::Disconnected { connection: cfg.id });
     Session { end, delivered }
 }
 
