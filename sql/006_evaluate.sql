@@ -207,8 +207,10 @@ BEGIN
     PERFORM pg_notify(market.alert_channel(), p) FROM unnest(v_payloads) AS p;
   END IF;
 
-  -- retention, in candle time
-  SELECT max(r.open_time) INTO v_latest FROM unnest(p_rows) r;
+  -- retention, in candle time; a candle dated in the future (a loader's ms/us mistake, or a
+  -- hostile writer) must not make everything else look old: "now" is at most a day ahead of
+  -- the server clock (as in market.apply_retention)
+  SELECT least(max(r.open_time), now() + interval '1 day') INTO v_latest FROM unnest(p_rows) r;
   DELETE FROM market.alert_history
    WHERE open_time < v_latest - (SELECT alert_history_retention FROM market.settings);
   RETURN coalesce(cardinality(v_ids), 0);

@@ -22,7 +22,10 @@ DECLARE
   i record;
 BEGIN
   SELECT * INTO s FROM market.settings;
-  SELECT max(h.open_time) INTO v_latest FROM market.screener_state h;
+  -- candle time, but at most a day ahead of the server clock: one candle dated in the future
+  -- (a loader's ms/us mistake, or a hostile writer) must not make every instrument look old
+  SELECT least(max(h.open_time), now() + interval '1 day') INTO v_latest
+    FROM market.screener_state h;
   candles_deleted := 0;
   alerts_deleted := 0;
   deliveries_deleted := 0;
@@ -63,7 +66,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION market.apply_retention() IS
-  'Apply market.settings retention in candle time (newest stored candle = now): drop whole UTC '
+  'Apply market.settings retention in candle time (newest stored candle = now, but at most a day '
+  'ahead of the server clock, so a future-dated candle cannot age everything else): drop whole UTC '
   'days of candles older than candles_retention (TimescaleDB drop_chunks, else DELETE; NULL '
   'retention keeps everything), delete alerts older than alert_history_retention and deliveries '
   'of deleted alerts. Returns the cutoffs and counts. A TimescaleDB job runs it every hour; '

@@ -10,7 +10,7 @@ SET market.evaluate_alerts = off;  -- this test's candles fire nothing
 INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low, close,
                                volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
 SELECT 'usdm', 'RETNUSDT', t, t + interval '59.999 seconds', 10, 11, 9, 10, 1, 10, 1, 0.5, 5
-  FROM generate_series(timestamptz '2030-01-01', timestamptz '2030-01-06 23:00', interval '1 hour') t;
+  FROM generate_series(timestamptz '2024-03-01', timestamptz '2024-03-06 23:00', interval '1 hour') t;
 
 -- default: keep every candle
 SELECT candles_cutoff IS NULL AS keeps_candles, candles_deleted
@@ -20,7 +20,7 @@ SELECT count(*) FROM market.candles_1m WHERE symbol = 'RETNUSDT';
 -- at least 3 days, so the live windows stay complete
 UPDATE market.settings SET candles_retention = '1 day';
 UPDATE market.settings SET candles_retention = '3 days';
--- newest candle 2030-01-06 23:00: whole days before 2030-01-03 00:00 go (2030-01-01, -02)
+-- newest candle 2024-03-06 23:00: whole days before 2024-03-03 00:00 go (2024-03-01, -02)
 SELECT candles_cutoff, candles_deleted FROM market.apply_retention();
 SELECT min(open_time), max(open_time), count(*) FROM market.candles_1m WHERE symbol = 'RETNUSDT';
 -- the head keeps its values (a prefix of whole days went: candles counts from the series start)
@@ -28,6 +28,19 @@ SELECT (s."row").candles, (s."row").open_time FROM market.screener_state s
  WHERE s.market = 'usdm' AND s.symbol = 'RETNUSDT';
 -- idempotent
 SELECT candles_deleted FROM market.apply_retention();
+
+-- hostile: a writer stores one candle dated 2999.  Retention's "now" stays at most a day ahead
+-- of the server clock, so the cutoff is not in the future and no instrument looks old because
+-- of it (before the fix the cutoff was 2998-12-29: every candle and alert would have gone)
+SET ROLE ta_writer;
+INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low, close,
+                               volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
+VALUES ('usdm', 'FUTRUSDT', '2999-01-01', '2999-01-01 00:00:59.999', 1, 1, 1, 1, 1, 1, 1, 1, 1);
+SELECT candles_cutoff <= now() - interval '1 day' AS cutoff_not_in_the_future
+  FROM market.apply_retention();
+RESET ROLE;
+SELECT count(*) AS future_candle_kept FROM market.candles_1m WHERE symbol = 'FUTRUSDT';
+DELETE FROM market.candles_1m WHERE symbol = 'FUTRUSDT';
 
 -- a writer may run it (SECURITY DEFINER; what it deletes is the settings' decision)
 SELECT has_function_privilege('ta_writer', 'market.apply_retention()', 'EXECUTE') AS writer_may,
