@@ -1,5 +1,10 @@
 //! REST backfill of closed 1m klines: start-up catch-up and live gap fills. Every page is
-//! written as one batch with `market.evaluate_alerts = off`.
+//! written as one batch with `market.evaluate_alerts = off`, except the recent minutes of a
+//! live gap (`hold_from`): those are handed back to the caller, which writes them one minute
+//! per statement with alerts evaluated (`--alert-catchup-minutes`).
+//!
+//! Page size is the market's cheapest per candle ([`crate::market::Market::klines_page_limit`]),
+//! and never more than the range needs (a 3-minute USD-M gap costs weight 1).
 //!
 //! Pagination advances to the last returned open_time + 60 s, so the page boundary is
 //! never requested twice (the "pagination bug" seen in recorded data re-requested the last
@@ -10,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::binance::model::{from_ms, Kline};
 use crate::binance::rest::{RestClient, RestError};
-use crate::constants::{metric, quality_kind, MINUTE_MS, REST_KLINES_MAX_LIMIT};
+use crate::constants::{metric, quality_kind, MINUTE_MS};
 use crate::sink::{AlertMode, QualityEvent, RetryingSink, SinkError};
 
 /// Backfill failures.
@@ -44,6 +49,9 @@ pub struct BackfillOutcome {
     pub last_open_ms: Option<i64>,
     /// Inclusive open-time ranges (epoch ms) that REST did not return.
     pub missing: Vec<(i64, i64)>,
+    /// Closed klines at or after `hold_from`, not written (the caller writes them with
+    /// alerts), oldest first.
+    pub held: Vec<Kline>,
 }
 
 /// Start of the minute containing `ms`.
@@ -73,8 +81,9 @@ pub fn closed_in_range(
         .collect()
 }
 
-/// Loads `[from_ms, to_ms]` (inclusive open times) of `symbol` over REST in pages of
-/// ≤ 1000 and writes each page as one batch with alerts off.
+/// Loads `[from_ms, to_ms]` (inclusive open times) of `symbol` over REST in pages of the
+/// market's page limit and writes each page as one batch with alerts off; klines opening at
+/// or after `hold_from` are returned in [`BackfillOutcome::held`] instead of written.
 pub async fn backfill_range(
     rest: &RestClient,
     sink: &mut RetryingSink,
@@ -82,14 +91,15 @@ pub async fn backfill_range(
     from_ms: i64,
     to_ms: i64,
     server_time_ms: Option<i64>,
+    hold_from: Option<i64>,
 ) -> Result<BackfillOutcome, BackfillError> {
     let mut out = BackfillOutcome::default();
     let mut start = from_ms;
     let mut expected_next = from_ms;
+    let page_limit = rest.market().klines_page_limit();
     while start <= to_ms {
-        let page = rest
-            .klines(symbol, start, to_ms, REST_KLINES_MAX_LIMIT)
-            .await?;
+        let needed = ((to_ms - start) / MINUTE_MS + 1).clamp(1, i64::from(page_limit)) as u32;
+        let page = rest.klines(symbol, start, to_ms, needed).await?;
         out.pages += 1;
         let page = closed_in_range(page, start, to_ms, server_time_ms);
         let Some(last) = page.last().map(Kline::open_time_ms) else {
@@ -102,9 +112,17 @@ pub async fn backfill_range(
             }
             expected_next = expected_next.max(t + MINUTE_MS);
         }
-        let written = sink.write_batch(&page, AlertMode::Suppress, None).await?;
-        metrics::counter!(metric::BACKFILLED_ROWS).increment(written);
         out.received += page.len() as u64;
+        let (page, held): (Vec<Kline>, Vec<Kline>) = page
+            .into_iter()
+            .partition(|k| hold_from.is_none_or(|h| k.open_time_ms() < h));
+        out.held.extend(held);
+        let written = if page.is_empty() {
+            0
+        } else {
+            sink.write_batch(&page, AlertMode::Suppress, None).await?
+        };
+        metrics::counter!(metric::BACKFILLED_ROWS).increment(written);
         out.written += written;
         out.last_open_ms = Some(last);
         // Next page starts after the last open_time: never re-request the boundary.
@@ -135,8 +153,11 @@ impl GapTrigger {
 }
 
 /// Backfills the missing range `[from_ms, to_ms]` and logs `gap_filled` (rows = candles
-/// written) and one `gap_unfilled` per sub-range REST did not have (or for the whole
-/// range when REST failed). Returns the outcome; REST failures are logged, not returned.
+/// written, held ones included) and one `gap_unfilled` per sub-range REST did not have (or
+/// for the whole range when REST failed). Klines from `hold_from` on are returned in
+/// `held`, for the caller to write with alerts. Returns the outcome; REST failures are
+/// logged, not returned.
+#[allow(clippy::too_many_arguments)]
 pub async fn fill_gap(
     rest: &RestClient,
     sink: &mut RetryingSink,
@@ -145,10 +166,21 @@ pub async fn fill_gap(
     to_ms: i64,
     server_time_ms: Option<i64>,
     trigger: GapTrigger,
+    hold_from: Option<i64>,
 ) -> Result<BackfillOutcome, SinkError> {
     let expected = (to_ms - from_ms) / MINUTE_MS + 1;
     let mut events = Vec::new();
-    let outcome = match backfill_range(rest, sink, symbol, from_ms, to_ms, server_time_ms).await {
+    let outcome = match backfill_range(
+        rest,
+        sink,
+        symbol,
+        from_ms,
+        to_ms,
+        server_time_ms,
+        hold_from,
+    )
+    .await
+    {
         Ok(o) => o,
         Err(BackfillError::Sink(e)) => return Err(e),
         Err(BackfillError::Rest(e)) => {
@@ -174,12 +206,13 @@ pub async fn fill_gap(
             kind: quality_kind::GAP_FILLED,
             from_time: Some(from_ms_dt(from_ms)),
             to_time: Some(from_ms_dt(to_ms)),
-            rows: Some(outcome.written as i64),
+            rows: Some((outcome.written + outcome.held.len() as u64) as i64),
             detail: json!({
                 "trigger": trigger.as_str(),
                 "expected": expected,
                 "received": outcome.received,
                 "written": outcome.written,
+                "alert_catchup": outcome.held.len(),
                 "pages": outcome.pages,
             }),
         });

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::constants::{
-    ALERT_CHANNEL, DEFAULT_DATABASE_URL, DEFAULT_MAX_CONNECTION_AGE_SECS, DEFAULT_REST_URL,
-    DEFAULT_WS_URL,
-};
+use crate::constants::{ALERT_CHANNEL, DEFAULT_DATABASE_URL, DEFAULT_MAX_CONNECTION_AGE_SECS};
+use crate::market::Market;
 use crate::notify::{DEFAULT_DISCORD_API_URL, DEFAULT_TELEGRAM_API_URL};
 
 /// ta-feed: Binance 1-minute klines into PostgreSQL for pg_ta.
@@ -37,6 +35,9 @@ pub enum Command {
     Migrate,
     /// Stream closed 1m klines from Binance into market.candles_1m (with REST backfill).
     Stream(StreamArgs),
+    /// Print the symbols `stream --symbols all` would stream (exchangeInfo filtered), one a
+    /// line, sorted.
+    Symbols(SymbolsArgs),
     /// Import Binance public-data kline CSVs (12 columns, plain or .gz) with alerts off.
     Import(ImportArgs),
     /// Run a fake Binance (REST + WebSocket) that replays recorded klines12 CSVs.
@@ -50,18 +51,82 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct SymbolsArgs {
+    /// Market: spot (api.binance.com) or usdm (USDⓈ-M futures, fapi.binance.com).
+    #[arg(long, env = "MARKET", value_enum, default_value_t = Market::Spot)]
+    pub market: Market,
+
+    /// Binance REST base URL; default by market (https://api.binance.com,
+    /// https://fapi.binance.com).
+    #[arg(long, env = "BINANCE_REST_URL")]
+    pub rest_url: Option<String>,
+
+    /// Symbols left out, comma separated (case-insensitive).
+    #[arg(long, env = "EXCLUDE_SYMBOLS", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+}
+
+impl SymbolsArgs {
+    /// `--rest-url` or the market's default.
+    pub fn rest_url(&self) -> String {
+        self.rest_url
+            .clone()
+            .unwrap_or_else(|| self.market.default_rest_url().to_string())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct StreamArgs {
-    /// Symbols to stream, comma separated (case-insensitive), e.g. BTCUSDT,ETHUSDT.
+    /// Symbols to stream, comma separated (case-insensitive), e.g. BTCUSDT,ETHUSDT; or `all`:
+    /// every symbol of exchangeInfo in the market's universe (usdm: PERPETUAL, TRADING,
+    /// quote and margin asset USDT; spot: TRADING with quote asset USDT), refreshed every
+    /// --universe-refresh-secs.
     #[arg(long, env = "SYMBOLS", value_delimiter = ',', required = true, num_args = 1..)]
     pub symbols: Vec<String>,
 
-    /// Binance WebSocket base URL (combined streams are at {ws-url}/stream).
-    #[arg(long, env = "BINANCE_WS_URL", default_value = DEFAULT_WS_URL)]
-    pub ws_url: String,
+    /// Market: spot (api.binance.com) or usdm (USDⓈ-M futures, fapi.binance.com). Stored in
+    /// market.candles_1m.market.
+    #[arg(long, env = "MARKET", value_enum, default_value_t = Market::Spot)]
+    pub market: Market,
 
-    /// Binance REST base URL (/api/v3/time, /api/v3/klines).
-    #[arg(long, env = "BINANCE_REST_URL", default_value = DEFAULT_REST_URL)]
-    pub rest_url: String,
+    /// Symbols never streamed, comma separated (case-insensitive).
+    #[arg(long, env = "EXCLUDE_SYMBOLS", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// Binance WebSocket base URL; default by market (wss://stream.binance.com:9443,
+    /// wss://fstream.binance.com). Combined streams are at {ws-url}/stream (spot) and
+    /// {ws-url}/market/stream (usdm).
+    #[arg(long, env = "BINANCE_WS_URL")]
+    pub ws_url: Option<String>,
+
+    /// Binance REST base URL; default by market (https://api.binance.com,
+    /// https://fapi.binance.com).
+    #[arg(long, env = "BINANCE_REST_URL")]
+    pub rest_url: Option<String>,
+
+    /// Streams per WebSocket connection (Binance allows 1024); connections open 250 ms apart.
+    #[arg(long, env = "STREAMS_PER_CONNECTION", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub streams_per_connection: u64,
+
+    /// A connection that is up but delivered no kline for this many seconds is logged as an
+    /// error (data_quality_log kind silent_connection), counted and reconnected.
+    #[arg(long, env = "SILENT_TIMEOUT_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub silent_timeout_secs: u64,
+
+    /// Minutes recovered over REST after a gap that are at most this many minutes older
+    /// than exchange time are evaluated for alerts like live minutes (one statement per
+    /// minute, in order); older ones are stored with alerts off. 0: never.
+    #[arg(long, env = "ALERT_CATCHUP_MINUTES", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=1440))]
+    pub alert_catchup_minutes: u64,
+
+    /// With --symbols all, re-read exchangeInfo this often, seconds (new listings start
+    /// streaming with their backfill; delisted symbols stop). 0: never.
+    #[arg(long, env = "UNIVERSE_REFRESH_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub universe_refresh_secs: u64,
 
     /// Minutes of history loaded at start-up for a symbol with no stored candles
     /// (symbols with candles resume after their newest stored minute).
@@ -104,10 +169,11 @@ pub struct StreamArgs {
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 120)]
     pub idle_timeout_secs: u64,
 
-    /// Pause REST requests while X-MBX-USED-WEIGHT-1M is at or above this (Binance's
-    /// limit is 6000 per minute).
-    #[arg(long, env = "REST_WEIGHT_SOFT_LIMIT", default_value_t = 4800)]
-    pub rest_weight_soft_limit: u32,
+    /// REST request weight spent per UTC minute at most (X-MBX-USED-WEIGHT-1M counts it
+    /// too); default 5/6 of the market's limit: 5000 of spot's 6000, 2000 of usdm's 2400.
+    #[arg(long, env = "REST_WEIGHT_SOFT_LIMIT",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rest_weight_soft_limit: Option<u32>,
 
     /// Attempts per REST request on 429 (after Retry-After), 5xx or network errors.
     #[arg(long, env = "REST_MAX_ATTEMPTS", default_value_t = 8)]
@@ -304,6 +370,20 @@ impl StreamArgs {
     pub fn flush(&self) -> Duration {
         Duration::from_millis(self.flush_ms)
     }
+
+    /// `--ws-url` or the market's default.
+    pub fn ws_url(&self) -> String {
+        self.ws_url
+            .clone()
+            .unwrap_or_else(|| self.market.default_ws_url().to_string())
+    }
+
+    /// `--rest-url` or the market's default.
+    pub fn rest_url(&self) -> String {
+        self.rest_url
+            .clone()
+            .unwrap_or_else(|| self.market.default_rest_url().to_string())
+    }
 }
 
 /// A connection string with its password replaced by `***` (URL form, `?password=` query
@@ -408,6 +488,36 @@ mod tests {
         assert_eq!(s.symbols, vec!["btcusdt", "ETHUSDT"]);
         assert_eq!(s.flush(), Duration::from_millis(100));
         assert_eq!(s.backfill_minutes, 1440);
+        assert_eq!(s.market, Market::Spot);
+        assert_eq!(s.ws_url(), "wss://stream.binance.com:9443");
+        let cli = Cli::try_parse_from([
+            "ta-feed",
+            "stream",
+            "--symbols",
+            "all",
+            "--market",
+            "usdm",
+            "--exclude",
+            "a,b",
+        ])
+        .unwrap();
+        let Command::Stream(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.market, Market::Usdm);
+        assert_eq!(s.rest_url(), "https://fapi.binance.com");
+        assert_eq!(s.ws_url(), "wss://fstream.binance.com");
+        assert_eq!(s.exclude, vec!["a", "b"]);
+        assert_eq!(s.streams_per_connection, 200);
+        for bad in [
+            ["--streams-per-connection", "1025"],
+            ["--streams-per-connection", "0"],
+            ["--silent-timeout-secs", "0"],
+            ["--market", "coinm"],
+        ] {
+            let r = Cli::try_parse_from(["ta-feed", "stream", "--symbols", "all", bad[0], bad[1]]);
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
         let cli = Cli::try_parse_from([
             "ta-feed", "replay", "--file", "a.csv", "b.csv", "--speed", "600",
         ])

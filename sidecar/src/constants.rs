@@ -45,6 +45,12 @@ pub mod quality_kind {
     pub const REJECTED: &str = "rejected";
     /// close_time is not open_time + 59.999 s (exchange halts); the kline is stored.
     pub const TRUNCATED: &str = "truncated";
+    /// A symbol entered the streamed universe (`--symbols all` refresh).
+    pub const LISTED: &str = "listed";
+    /// A symbol left the streamed universe (delisted, settling); its history is kept.
+    pub const DELISTED: &str = "delisted";
+    /// A connection was up but delivered no kline for `--silent-timeout-secs`.
+    pub const SILENT_CONNECTION: &str = "silent_connection";
 }
 
 // ---- Binance wire constants ----------------------------------------------------------
@@ -110,6 +116,21 @@ pub mod metric {
     pub const REST_USED_WEIGHT: &str = "ta_feed_rest_used_weight_1m";
     pub const LAST_CLOSED_OPEN_TIME: &str = "ta_feed_last_closed_open_time_seconds";
     pub const DB_RETRIES: &str = "ta_feed_db_retries_total";
+    /// Waits for the next UTC minute because the REST weight budget was spent.
+    pub const REST_WEIGHT_WAITS: &str = "ta_feed_rest_weight_waits_total";
+    /// Connections that were up but delivered no kline for `--silent-timeout-secs`.
+    pub const SILENT_CONNECTIONS: &str = "ta_feed_ws_silent_connections_total";
+    /// Planned connection replacements before the exchange's 24 h limit.
+    pub const ROTATIONS: &str = "ta_feed_ws_rotations_total";
+    /// Closed klines seen twice (on two connections during a rotation) and written once.
+    pub const DUPLICATE_KLINES: &str = "ta_feed_klines_duplicate_total";
+    /// Symbols added to / removed from the streamed universe.
+    pub const SYMBOLS_LISTED: &str = "ta_feed_symbols_listed_total";
+    pub const SYMBOLS_DELISTED: &str = "ta_feed_symbols_delisted_total";
+    /// Symbols streamed now.
+    pub const SYMBOLS: &str = "ta_feed_symbols";
+    /// Recovered minutes evaluated for alerts after a gap (`--alert-catchup-minutes`).
+    pub const CATCHUP_MINUTES: &str = "ta_feed_alert_catchup_minutes_total";
 }
 
 // ---- Alert delivery, listen, health (sql/011_alert_delivery.sql, notify, health) -----

@@ -6,11 +6,13 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use csv::StringRecord;
 use flate2::read::MultiGzDecoder;
-use tracing::info;
+use tracing::debug;
 
 use crate::binance::model::{Kline, KlineText};
 use crate::sink::{AlertMode, CandleSink, SinkError};
@@ -66,14 +68,42 @@ pub struct Klines12Reader {
     record: StringRecord,
 }
 
+/// A reader that adds the bytes it reads to a shared counter.
+struct CountingRead<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 impl Klines12Reader {
     /// Opens `path` (gzip when it ends in `.gz`) for `symbol`.
     pub fn open(path: &Path, symbol: &str) -> Result<Self, ImportError> {
+        Self::open_counting(path, symbol, Arc::default())
+    }
+
+    /// [`Klines12Reader::open`], adding the bytes read from the file (compressed, for `.gz`)
+    /// to `bytes_read` as it goes (progress).
+    pub fn open_counting(
+        path: &Path,
+        symbol: &str,
+        bytes_read: Arc<AtomicU64>,
+    ) -> Result<Self, ImportError> {
         let file = path.display().to_string();
         let f = File::open(path).map_err(|source| ImportError::Io {
             file: file.clone(),
             source,
         })?;
+        let f = CountingRead {
+            inner: f,
+            count: bytes_read,
+        };
         let raw: Box<dyn Read + Send> = if path.extension().is_some_and(|e| e == "gz") {
             Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 16, f)))
         } else {
@@ -237,17 +267,20 @@ pub async fn import_files(cfg: &ImportConfig) -> Result<Vec<ImportStats>, Import
         .with_market(cfg.market);
     let mut all = Vec::new();
     let started = Instant::now();
+    let progress = Progress::new(&cfg.files);
     for path in &cfg.files {
-        let stats = import_file(
+        let stats = import_file_with_progress(
             &mut sink,
             path,
             cfg.symbol.as_deref(),
             cfg.batch_rows.max(1),
+            &progress,
         )
         .await?;
-        println!("{}", stats.line());
+        progress.println(stats.line());
         all.push(stats);
     }
+    progress.finish();
     let total = ImportStats {
         file: "total".into(),
         symbol: {
@@ -264,6 +297,67 @@ pub async fn import_files(cfg: &ImportConfig) -> Result<Vec<ImportStats>, Import
     Ok(all)
 }
 
+/// Progress of an import on stderr when it is a terminal (hidden otherwise): a bar over the
+/// files' bytes (compressed size for `.gz`), with rows, rows/s and ETA.
+pub struct Progress {
+    bar: indicatif::ProgressBar,
+    bytes_read: Arc<AtomicU64>,
+    rows: AtomicU64,
+    started: Instant,
+}
+
+impl Progress {
+    /// A bar for importing `files` (hidden unless stderr is a terminal).
+    pub fn new(files: &[std::path::PathBuf]) -> Self {
+        let total: u64 = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {percent:>3}% {msg} elapsed {elapsed} ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+        Progress {
+            bar,
+            bytes_read: Arc::default(),
+            rows: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// No bar (library callers).
+    pub fn hidden() -> Self {
+        let mut p = Self::new(&[]);
+        p.bar = indicatif::ProgressBar::hidden();
+        p
+    }
+
+    fn add_rows(&self, rows: u64) {
+        let total = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.bar
+            .set_position(self.bytes_read.load(Ordering::Relaxed));
+        self.bar
+            .set_message(format!("{total} rows, {:.0} rows/s", total as f64 / secs));
+    }
+
+    /// Prints a line above the bar (stdout).
+    fn println(&self, line: String) {
+        self.bar.suspend(|| println!("{line}"));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 /// Imports one file through `sink` in batches of `batch_rows`.
 pub async fn import_file(
     sink: &mut CandleSink,
@@ -271,9 +365,20 @@ pub async fn import_file(
     symbol: Option<&str>,
     batch_rows: usize,
 ) -> Result<ImportStats, ImportError> {
+    import_file_with_progress(sink, path, symbol, batch_rows, &Progress::hidden()).await
+}
+
+/// [`import_file`], reporting to `progress`.
+pub async fn import_file_with_progress(
+    sink: &mut CandleSink,
+    path: &Path,
+    symbol: Option<&str>,
+    batch_rows: usize,
+    progress: &Progress,
+) -> Result<ImportStats, ImportError> {
     let started = Instant::now();
     let symbol = resolve_symbol(path, symbol)?;
-    let mut reader = Klines12Reader::open(path, &symbol)?;
+    let mut reader = Klines12Reader::open_counting(path, &symbol, progress.bytes_read.clone())?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Kline>, ImportError>>(2);
     let parser = tokio::task::spawn_blocking(move || {
         let mut batch = Vec::with_capacity(batch_rows);
@@ -308,7 +413,8 @@ pub async fn import_file(
         let written = sink.write_batch(&batch, AlertMode::Suppress).await?;
         stats.rows_read += batch.len() as u64;
         stats.rows_written += written;
-        info!(file = %stats.file, rows = batch.len(), written, "copied batch");
+        progress.add_rows(batch.len() as u64);
+        debug!(file = %stats.file, rows = batch.len(), written, "copied batch");
     }
     let _ = parser.await;
     stats.elapsed = started.elapsed();

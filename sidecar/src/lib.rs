@@ -56,17 +56,21 @@ pub async fn run(
             );
         }
         Command::Stream(args) => {
-            let symbols: Vec<String> = args
-                .symbols
+            let source = stream::SymbolSource::parse(&args.symbols);
+            let exclude: Vec<String> = args
+                .exclude
                 .iter()
                 .map(|s| s.trim().to_ascii_uppercase())
                 .filter(|s| !s.is_empty())
                 .collect();
+            let (ws_url, rest_url) = (args.ws_url(), args.rest_url());
             info!(
                 database = %db,
-                ?symbols,
-                ws_url = %args.ws_url,
-                rest_url = %args.rest_url,
+                market = %args.market,
+                symbols = ?source,
+                ?exclude,
+                %ws_url,
+                %rest_url,
                 backfill_minutes = args.backfill_minutes,
                 flush_ms = args.flush_ms,
                 "stream"
@@ -76,11 +80,17 @@ pub async fn run(
                 [args.health_addr, args.metrics_addr],
             )
             .await?;
-            let mut cfg =
-                stream::StreamConfig::new(&cli.database_url, symbols, &args.ws_url, &args.rest_url);
+            let mut cfg = stream::StreamConfig::for_market(
+                &cli.database_url,
+                args.market,
+                source,
+                &ws_url,
+                &rest_url,
+            );
             if let Some(h) = health {
                 cfg.health = h;
             }
+            cfg.exclude = exclude;
             cfg.backfill_minutes = args.backfill_minutes;
             cfg.flush = args.flush();
             cfg.reconnect_initial = Duration::from_millis(args.reconnect_initial_ms);
@@ -88,14 +98,44 @@ pub async fn run(
             cfg.reconnect_multiplier = args.reconnect_multiplier;
             cfg.db_retry_initial = Duration::from_millis(args.db_retry_initial_ms);
             cfg.db_retry_max = Duration::from_millis(args.db_retry_max_ms);
-            cfg.max_connection_age = Duration::from_secs(args.max_connection_age_secs);
+            cfg.max_connection_age = Duration::from_secs(args.max_connection_age_secs.max(1));
             cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs.max(1));
-            cfg.rest.weight_soft_limit = args.rest_weight_soft_limit;
+            if let Some(w) = args.rest_weight_soft_limit {
+                cfg.rest.weight_soft_limit = w;
+            }
             cfg.rest.max_attempts = args.rest_max_attempts.max(1);
             cfg.stop_after_minutes = args.stop_after_minutes;
             cfg.retention_interval = Duration::from_secs(args.retention_interval_secs);
+            cfg.streams_per_connection = args.streams_per_connection as usize;
+            cfg.silent_timeout = Duration::from_secs(args.silent_timeout_secs);
+            cfg.alert_catchup_minutes = args.alert_catchup_minutes;
+            cfg.universe_refresh = Duration::from_secs(args.universe_refresh_secs);
             let summary = stream::run_stream(cfg, shutdown).await.context("stream")?;
             info!(?summary, "stream finished");
+        }
+        Command::Symbols(args) => {
+            let rest_url = args.rest_url();
+            let rest = binance::rest::RestClient::new(binance::rest::RestConfig::for_market(
+                &rest_url,
+                args.market,
+            ))?;
+            let exclude: Vec<String> = args
+                .exclude
+                .iter()
+                .map(|s| s.trim().to_ascii_uppercase())
+                .collect();
+            let info = tokio::select! {
+                r = rest.exchange_info() => r.with_context(|| format!("exchangeInfo from {rest_url}"))?,
+                _ = shutdown => anyhow::bail!("symbols interrupted"),
+            };
+            let universe = args.market.universe(&info, &exclude);
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            for s in &universe {
+                writeln!(out, "{s}")?;
+            }
+            out.flush()?;
+            info!(market = %args.market, symbols = universe.len(), of = info.symbols.len(), "symbols");
         }
         Command::Import(args) => {
             info!(database = %db, files = args.files.len(), "import");

@@ -140,6 +140,59 @@ impl Market {
     }
 }
 
+impl Market {
+    /// Whether `ta-feed --symbols all` streams this `exchangeInfo` entry. USD-M: perpetual
+    /// USDT-margined USDT contracts that trade now (`contractType = PERPETUAL`, `status =
+    /// TRADING`, `quoteAsset = USDT`, `marginAsset = USDT`; not `TRADIFI_PERPETUAL`,
+    /// quarterlies, `SETTLING`, `PENDING_TRADING`). Spot: `status = TRADING` and `quoteAsset =
+    /// USDT`.
+    pub fn is_in_universe(self, s: &crate::binance::model::SymbolInfo) -> bool {
+        let trading = s.status == "TRADING" && s.quote_asset == "USDT";
+        match self {
+            Market::Spot => trading,
+            Market::Usdm => {
+                trading
+                    && s.contract_type.as_deref() == Some("PERPETUAL")
+                    && s.margin_asset.as_deref() == Some("USDT")
+            }
+        }
+    }
+
+    /// The symbols of `info` that [`Market::is_in_universe`] keeps, minus `exclude`
+    /// (upper case), sorted and deduplicated.
+    pub fn universe(
+        self,
+        info: &crate::binance::model::ExchangeInfo,
+        exclude: &[String],
+    ) -> Vec<String> {
+        let mut out: Vec<String> = info
+            .symbols
+            .iter()
+            .filter(|s| self.is_in_universe(s))
+            .map(|s| s.symbol.to_ascii_uppercase())
+            .filter(|s| !exclude.iter().any(|e| e.eq_ignore_ascii_case(s)))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Page size of REST backfill: the largest `limit` with the smallest weight per candle
+    /// (spot: 1000 at weight 2; USD-M: 499 at weight 2, i.e. 3 requests = weight 6 per day
+    /// instead of 10 for one `limit=1440` request).
+    pub fn klines_page_limit(self) -> u32 {
+        match self {
+            Market::Spot => 1000,
+            Market::Usdm => 499,
+        }
+    }
+
+    /// Default `--rest-weight-soft-limit`: 5/6 of the exchange's per-minute limit.
+    pub fn default_weight_soft_limit(self) -> u32 {
+        self.weight_limit_1m() * 5 / 6
+    }
+}
+
 impl fmt::Display for Market {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -186,5 +239,34 @@ mod tests {
         assert_eq!(m.klines_weight(1001), 10);
         assert_eq!(m.klines_weight(1500), 10);
         assert_eq!(Market::Spot.klines_weight(1000), 2);
+        assert_eq!(m.klines_weight(m.klines_page_limit()), 2);
+        assert_eq!(m.default_weight_soft_limit(), 2000);
+    }
+
+    #[test]
+    fn universe_filter() {
+        use crate::binance::model::ExchangeInfo;
+        let info: ExchangeInfo = serde_json::from_str(
+            r#"{"symbols":[
+            {"symbol":"BTCUSDT","status":"TRADING","quoteAsset":"USDT","marginAsset":"USDT","contractType":"PERPETUAL"},
+            {"symbol":"ETHUSDT_260327","status":"TRADING","quoteAsset":"USDT","marginAsset":"USDT","contractType":"CURRENT_QUARTER"},
+            {"symbol":"XAUUSDT","status":"TRADING","quoteAsset":"USDT","marginAsset":"USDT","contractType":"TRADIFI_PERPETUAL"},
+            {"symbol":"OLDUSDT","status":"SETTLING","quoteAsset":"USDT","marginAsset":"USDT","contractType":"PERPETUAL"},
+            {"symbol":"NEWUSDT","status":"PENDING_TRADING","quoteAsset":"USDT","marginAsset":"USDT","contractType":"PERPETUAL"},
+            {"symbol":"BTCUSDC","status":"TRADING","quoteAsset":"USDC","marginAsset":"USDC","contractType":"PERPETUAL"},
+            {"symbol":"BTCBUSD","status":"TRADING","quoteAsset":"USDT","marginAsset":"BUSD","contractType":"PERPETUAL"},
+            {"symbol":"ETHUSDT","status":"TRADING","quoteAsset":"USDT","marginAsset":"USDT","contractType":"PERPETUAL","extra":1}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Market::Usdm.universe(&info, &[]),
+            vec!["BTCUSDT", "ETHUSDT"]
+        );
+        assert_eq!(
+            Market::Usdm.universe(&info, &["ethusdt".into()]),
+            vec!["BTCUSDT"]
+        );
+        assert_eq!(Market::Spot.universe(&info, &[]).len(), 5);
     }
 }

@@ -1,18 +1,33 @@
-//! `ta-feed stream`: start-up backfill, then the live combined stream with batching,
-//! gap fills and clean shutdown.
+//! `ta-feed stream`: resolve the universe (a list, or `all` from exchangeInfo), connect the
+//! shards, start-up backfill, then the live stream with batching, gap fills, alert catch-up,
+//! universe refresh and clean shutdown.
 //!
 //! Batching: closed klines are buffered and flushed as one transaction when (a) every
-//! subscribed symbol has a kline for the newest buffered minute, (b) a kline arrives for a
-//! symbol already in the buffer (flush first: never two minutes of one symbol in one
-//! statement, because the database evaluates only the newest new candle per symbol), or
-//! (c) `flush` has passed since the first buffered kline.
+//! streamed symbol has a kline for the newest buffered minute (a counter per minute, O(1) per
+//! kline), (b) a kline arrives for a symbol already in the buffer (flush first: never two
+//! minutes of one symbol in one statement, because the database evaluates only the newest new
+//! candle per symbol), or (c) `flush` has passed since the first buffered kline. A minute of
+//! 500 symbols is one statement. A closed kline whose (symbol, open_time) was already written
+//! or buffered (seen on both connections of a rotation) is dropped and counted.
+//!
+//! Alerts after a real gap: minutes recovered over REST (a disconnect, a restart) whose
+//! open_time is within `alert_catchup_minutes` of exchange time are written like live minutes,
+//! one statement per minute in time order, with alerts evaluated; older recovered minutes are
+//! stored with alerts off (an alert about an hour-old candle is noise, not a signal).
+//!
+//! Universe refresh (`--symbols all`): every `universe_refresh`, exchangeInfo is read again; a
+//! new symbol gets its own connection and its backfill, a symbol that left (delisted,
+//! settling) is no longer written and leaves its connection at the next reconnect or rotation;
+//! its history stays. Each change is logged and written to `market.data_quality_log`
+//! (`listed`, `delisted`).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -21,8 +36,9 @@ use crate::backfill::{fill_gap, floor_minute, last_closed_open_ms, GapTrigger};
 use crate::backoff::Backoff;
 use crate::binance::model::{from_ms, Kline};
 use crate::binance::rest::{RestClient, RestConfig, RestError};
-use crate::binance::ws::{run_connection, stream_urls, ConnectionConfig, FeedEvent};
+use crate::binance::ws::{run_shard, shard_symbols, FeedEvent, ShardConfig};
 use crate::constants::{metric, quality_kind, MINUTE_MS};
+use crate::market::Market;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::sink::{AlertMode, QualityEvent, RetryingSink, SinkError};
 
@@ -35,6 +51,8 @@ pub enum StreamError {
     Sink(#[from] SinkError),
     #[error("no symbols given")]
     NoSymbols,
+    #[error("--symbols all: no symbol of exchangeInfo passes the {0} filter")]
+    EmptyUniverse(Market),
 }
 
 impl StreamError {
@@ -42,7 +60,55 @@ impl StreamError {
         match self {
             StreamError::Rest(e) => e.is_retryable(),
             StreamError::Sink(e) => e.is_retryable(),
-            StreamError::NoSymbols => false,
+            StreamError::NoSymbols | StreamError::EmptyUniverse(_) => false,
+        }
+    }
+}
+
+/// Which symbols to stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SymbolSource {
+    /// These (upper case).
+    List(Vec<String>),
+    /// Every symbol of exchangeInfo that [`Market::is_in_universe`] keeps, refreshed.
+    All,
+}
+
+impl SymbolSource {
+    /// `all` (any case, alone) or a list of symbols, upper-cased, empty entries dropped.
+    pub fn parse(items: &[String]) -> SymbolSource {
+        let list: Vec<String> = items
+            .iter()
+            .map(|s| s.trim().to_ascii_uppercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if list.len() == 1 && list[0] == "ALL" {
+            SymbolSource::All
+        } else {
+            SymbolSource::List(list)
+        }
+    }
+}
+
+/// The symbols to stream now: `source` resolved (exchangeInfo for `all`), minus `exclude`.
+pub async fn resolve_universe(
+    rest: &RestClient,
+    source: &SymbolSource,
+    exclude: &[String],
+) -> Result<Vec<String>, StreamError> {
+    match source {
+        SymbolSource::List(list) => {
+            let mut out: Vec<String> = Vec::new();
+            for s in list {
+                if !exclude.iter().any(|e| e.eq_ignore_ascii_case(s)) && !out.contains(s) {
+                    out.push(s.clone());
+                }
+            }
+            Ok(out)
+        }
+        SymbolSource::All => {
+            let info = rest.exchange_info().await?;
+            Ok(rest.market().universe(&info, exclude))
         }
     }
 }
@@ -51,8 +117,10 @@ impl StreamError {
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
     pub database_url: String,
-    /// Upper-case symbols.
-    pub symbols: Vec<String>,
+    pub market: Market,
+    pub symbols: SymbolSource,
+    /// Symbols never streamed (upper case).
+    pub exclude: Vec<String>,
     pub ws_url: String,
     pub rest: RestConfig,
     /// Minutes loaded on start-up for a symbol with no stored candles.
@@ -79,15 +147,45 @@ pub struct StreamConfig {
     /// Call `market.apply_retention()` this often (zero: never). The first call is one
     /// interval after start.
     pub retention_interval: Duration,
+    /// Streams per WebSocket connection (1..=1024).
+    pub streams_per_connection: usize,
+    /// Delay between opening two connections.
+    pub connect_stagger: Duration,
+    /// A connection with no kline for this long is failed and reconnected.
+    pub silent_timeout: Duration,
+    /// Recovered minutes this recent (vs exchange time) are evaluated for alerts.
+    pub alert_catchup_minutes: u64,
+    /// Re-read exchangeInfo this often with `--symbols all` (zero: never).
+    pub universe_refresh: Duration,
 }
 
 impl StreamConfig {
+    /// Spot, these symbols; see [`StreamConfig::for_market`].
     pub fn new(database_url: &str, symbols: Vec<String>, ws_url: &str, rest_url: &str) -> Self {
+        Self::for_market(
+            database_url,
+            Market::Spot,
+            SymbolSource::List(symbols),
+            ws_url,
+            rest_url,
+        )
+    }
+
+    /// Defaults for `market`.
+    pub fn for_market(
+        database_url: &str,
+        market: Market,
+        symbols: SymbolSource,
+        ws_url: &str,
+        rest_url: &str,
+    ) -> Self {
         StreamConfig {
             database_url: database_url.to_string(),
+            market,
             symbols,
+            exclude: Vec::new(),
             ws_url: ws_url.to_string(),
-            rest: RestConfig::new(rest_url),
+            rest: RestConfig::for_market(rest_url, market),
             backfill_minutes: 1440,
             flush: Duration::from_millis(500),
             reconnect_initial: Duration::from_secs(1),
@@ -103,6 +201,11 @@ impl StreamConfig {
             stop_after_minutes: 0,
             health: crate::health::HealthState::new(crate::health::Component::Stream),
             retention_interval: Duration::from_secs(3600),
+            streams_per_connection: 200,
+            connect_stagger: Duration::from_millis(250),
+            silent_timeout: Duration::from_secs(120),
+            alert_catchup_minutes: 5,
+            universe_refresh: Duration::from_secs(3600),
         }
     }
 }
@@ -118,6 +221,13 @@ pub struct StreamSummary {
     pub gaps_filled: u64,
     pub dropped_klines: u64,
     pub rejected: u64,
+    /// Closed klines seen twice (rotation overlap) and written once.
+    pub duplicates: u64,
+    /// Recovered minutes written with alerts (`alert_catchup_minutes`).
+    pub catchup_minutes: u64,
+    pub silent_connections: u64,
+    pub symbols_listed: u64,
+    pub symbols_delisted: u64,
 }
 
 /// Runs the feed until `shutdown` completes (or `stop_after_minutes` is reached):
@@ -126,40 +236,41 @@ pub async fn run_stream(
     cfg: StreamConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<StreamSummary, StreamError> {
-    if cfg.symbols.is_empty() {
+    if matches!(&cfg.symbols, SymbolSource::List(l) if l.is_empty()) {
         return Err(StreamError::NoSymbols);
     }
     let (trigger, mut shutdown) = Shutdown::from_future(shutdown);
     let rest = RestClient::new(cfg.rest.clone())?;
+    let symbols = resolve_universe(&rest, &cfg.symbols, &cfg.exclude).await?;
+    if symbols.is_empty() {
+        return Err(match cfg.symbols {
+            SymbolSource::All => StreamError::EmptyUniverse(cfg.market),
+            SymbolSource::List(_) => StreamError::NoSymbols,
+        });
+    }
+    info!(market = %cfg.market, symbols = symbols.len(), "universe");
     let sink = RetryingSink::new(
         cfg.database_url.clone(),
         Backoff::new(cfg.db_retry_initial, 2.0, cfg.db_retry_max),
-    );
+    )
+    .with_market(cfg.market);
 
     // 1. Connect the streams first, so nothing closes between backfill and stream.
     let (tx, mut rx) = unbounded_channel();
-    let mut connections = JoinSet::new();
-    let urls = stream_urls(&cfg.ws_url, &cfg.symbols);
-    for (id, url) in urls.iter().enumerate() {
-        let conn = ConnectionConfig {
-            id,
-            url: url.clone(),
-            max_age: cfg.max_connection_age,
-            idle_timeout: cfg.idle_timeout,
-        };
-        let backoff = Backoff::new(
-            cfg.reconnect_initial,
-            cfg.reconnect_multiplier,
-            cfg.reconnect_max,
-        );
-        connections.spawn(run_connection(conn, backoff, tx.clone(), shutdown.clone()));
-    }
-    drop(tx);
+    let mut shards = Shards {
+        cfg: cfg.clone(),
+        tx,
+        shutdown: shutdown.clone(),
+        tasks: JoinSet::new(),
+        lists: Vec::new(),
+    };
+    shards.open(&symbols);
+    let expected = shards.lists.len();
     let mut pending = VecDeque::new();
     let mut connected = 0usize;
-    let wait = tokio::time::sleep(cfg.connect_wait);
+    let wait = tokio::time::sleep(cfg.connect_wait + cfg.connect_stagger * expected as u32);
     tokio::pin!(wait);
-    while connected < urls.len() {
+    while connected < expected {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(FeedEvent::Connected { .. }) => connected += 1,
@@ -167,7 +278,7 @@ pub async fn run_stream(
                 None => break,
             },
             _ = &mut wait => {
-                warn!(connected, expected = urls.len(), "stream not connected yet; backfilling anyway");
+                warn!(connected, expected, "stream not connected yet; backfilling anyway");
                 break;
             }
             _ = shutdown.recv() => break,
@@ -180,41 +291,114 @@ pub async fn run_stream(
             cfg.retention_interval,
         ))
     });
-    let mut writer = Writer::new(&cfg, rest, sink);
-    writer.connections_total = urls.len();
+    let mut writer = Writer::new(&cfg, symbols, rest, sink);
+    writer.connections_total = expected;
     writer.set_connections(connected);
     let result = async {
         if !shutdown.is_shutdown() {
             let mut sd = shutdown.clone();
+            let all = writer.symbols.clone();
             tokio::select! {
-                r = writer.startup_backfill(cfg.backfill_minutes) => r?,
+                r = writer.startup_backfill(&all, cfg.backfill_minutes) => r?,
                 _ = sd.recv() => info!("shutdown during start-up backfill"),
             }
         }
-        writer.run(&mut rx, pending, &mut shutdown, &trigger).await
+        writer
+            .run(&mut rx, pending, &mut shards, &mut shutdown, &trigger)
+            .await
     }
     .await;
     trigger.trigger();
     if let Some(task) = retention {
         task.abort();
     }
-    while connections.join_next().await.is_some() {}
+    while shards.tasks.join_next().await.is_some() {}
     let summary = writer.summary.clone();
     info!(?summary, "stream stopped");
     result.map(|()| summary)
 }
 
+/// The connections: one [`run_shard`] task per shard, and each shard's symbol list.
+struct Shards {
+    cfg: StreamConfig,
+    tx: UnboundedSender<FeedEvent>,
+    shutdown: Shutdown,
+    tasks: JoinSet<u64>,
+    lists: Vec<watch::Sender<Vec<String>>>,
+}
+
+impl Shards {
+    /// Opens connections for `symbols` (shards of `streams_per_connection`), staggered.
+    fn open(&mut self, symbols: &[String]) {
+        for (i, chunk) in shard_symbols(symbols, self.cfg.streams_per_connection)
+            .into_iter()
+            .enumerate()
+        {
+            let id = self.lists.len();
+            let (list_tx, list_rx) = watch::channel(chunk);
+            self.lists.push(list_tx);
+            let shard = ShardConfig {
+                id,
+                base_url: self.cfg.ws_url.clone(),
+                market: self.cfg.market,
+                symbols: list_rx,
+                max_age: self.cfg.max_connection_age,
+                idle_timeout: self.cfg.idle_timeout,
+                silent_timeout: self.cfg.silent_timeout,
+                start_delay: self.cfg.connect_stagger * i as u32,
+                jitter: 0.2,
+            };
+            let backoff = Backoff::new(
+                self.cfg.reconnect_initial,
+                self.cfg.reconnect_multiplier,
+                self.cfg.reconnect_max,
+            );
+            self.tasks.spawn(run_shard(
+                shard,
+                backoff,
+                self.tx.clone(),
+                self.shutdown.clone(),
+            ));
+        }
+    }
+
+    /// Takes `symbol` out of its shard's list (effective at its next reconnect/rotation).
+    fn remove(&mut self, symbol: &str) {
+        for l in &self.lists {
+            l.send_if_modified(|v| {
+                let before = v.len();
+                v.retain(|s| s != symbol);
+                v.len() != before
+            });
+        }
+    }
+}
+
 struct Writer {
+    market: Market,
+    /// The streamed universe, in order (health, backfill order).
     symbols: Vec<String>,
+    active: HashSet<String>,
+    source: SymbolSource,
+    exclude: Vec<String>,
     rest: RestClient,
     sink: RetryingSink,
     flush: Duration,
     stop_after_minutes: u64,
+    backfill_minutes: u64,
+    alert_catchup_minutes: u64,
+    universe_refresh: Duration,
     /// Newest written open_time per symbol (epoch ms).
     last_written: HashMap<String, i64>,
     buffer: Vec<Kline>,
+    /// open_time of each buffered symbol's kline.
+    buffered: HashMap<String, i64>,
+    /// Buffered klines per open_time.
+    buffered_per_minute: BTreeMap<i64, usize>,
     buffer_since: Option<Instant>,
     live_minutes: BTreeSet<i64>,
+    /// Newest exchange event time seen (`E`), epoch ms.
+    exchange_time_ms: i64,
     summary: StreamSummary,
     /// Health figures (`/health`): stream connections up of total.
     health: std::sync::Arc<crate::health::HealthState>,
@@ -223,17 +407,28 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(cfg: &StreamConfig, rest: RestClient, sink: RetryingSink) -> Self {
+    fn new(cfg: &StreamConfig, symbols: Vec<String>, rest: RestClient, sink: RetryingSink) -> Self {
+        metrics::gauge!(metric::SYMBOLS).set(symbols.len() as f64);
         Writer {
-            symbols: cfg.symbols.clone(),
+            market: cfg.market,
+            active: symbols.iter().cloned().collect(),
+            symbols,
+            source: cfg.symbols.clone(),
+            exclude: cfg.exclude.clone(),
             rest,
             sink,
             flush: cfg.flush,
             stop_after_minutes: cfg.stop_after_minutes,
+            backfill_minutes: cfg.backfill_minutes,
+            alert_catchup_minutes: cfg.alert_catchup_minutes,
+            universe_refresh: cfg.universe_refresh,
             last_written: HashMap::new(),
             buffer: Vec::new(),
+            buffered: HashMap::new(),
+            buffered_per_minute: BTreeMap::new(),
             buffer_since: None,
             live_minutes: BTreeSet::new(),
+            exchange_time_ms: 0,
             summary: StreamSummary::default(),
             health: cfg.health.clone(),
             connections_up: 0,
@@ -248,53 +443,67 @@ impl Writer {
             .set_connections(self.connections_up, self.connections_total);
     }
 
-    /// For each symbol: from the last stored minute + 1 (or serverTime − backfill_minutes)
-    /// up to the last closed minute at exchange time.
-    async fn startup_backfill(&mut self, backfill_minutes: u64) -> Result<(), StreamError> {
+    /// Oldest open_time whose recovered kline is still evaluated for alerts.
+    fn catchup_from(&self, exchange_now_ms: i64) -> Option<i64> {
+        (self.alert_catchup_minutes > 0)
+            .then(|| floor_minute(exchange_now_ms) - self.alert_catchup_minutes as i64 * MINUTE_MS)
+    }
+
+    /// For each of `symbols`: from the last stored minute + 1 (or serverTime −
+    /// backfill_minutes) up to the last closed minute at exchange time. Recent minutes of a
+    /// resumed symbol are written with alerts afterwards ([`Writer::write_catchup`]).
+    async fn startup_backfill(
+        &mut self,
+        symbols: &[String],
+        backfill_minutes: u64,
+    ) -> Result<(), StreamError> {
         let server_time = self.rest.server_time().await?;
+        self.exchange_time_ms = self.exchange_time_ms.max(server_time);
         let to = last_closed_open_ms(server_time);
-        info!(server_time = %from_ms(server_time), last_closed = %from_ms(to), "exchange time");
-        for symbol in self.symbols.clone() {
+        info!(server_time = %from_ms(server_time), last_closed = %from_ms(to), symbols = symbols.len(), "exchange time");
+        let started_all = Instant::now();
+        let hold_from = self.catchup_from(server_time);
+        let mut held = Vec::new();
+        for symbol in symbols {
             let last = self
                 .sink
-                .last_open_time(&symbol, None)
+                .last_open_time(symbol, None)
                 .await?
                 .map(|t| t.timestamp_millis());
-            let (from, trigger) = match last {
-                Some(last) => (floor_minute(last) + MINUTE_MS, GapTrigger::Startup),
-                None => (
-                    floor_minute(server_time - backfill_minutes as i64 * MINUTE_MS),
-                    GapTrigger::Startup,
-                ),
+            let from = match last {
+                Some(last) => floor_minute(last) + MINUTE_MS,
+                None => floor_minute(server_time - backfill_minutes as i64 * MINUTE_MS),
             };
             if let Some(last) = last {
                 self.last_written.insert(symbol.clone(), last);
             }
             if from > to {
-                info!(%symbol, "already up to date");
+                debug!(%symbol, "already up to date");
                 continue;
             }
             let started = Instant::now();
-            let outcome = if last.is_some() {
+            let mut outcome = if last.is_some() {
                 // Minutes missed while the feed was down: a gap, logged as such.
                 fill_gap(
                     &self.rest,
                     &mut self.sink,
-                    &symbol,
+                    symbol,
                     from,
                     to,
                     Some(server_time),
-                    trigger,
+                    GapTrigger::Startup,
+                    hold_from,
                 )
                 .await?
             } else {
                 match crate::backfill::backfill_range(
                     &self.rest,
                     &mut self.sink,
-                    &symbol,
+                    symbol,
                     from,
                     to,
                     Some(server_time),
+                    None,
                 )
                 .await
                 {
@@ -307,11 +516,17 @@ impl Writer {
                 }
             };
             self.summary.backfilled_rows += outcome.written;
-            if let Some(t) = outcome.last_open_ms {
+            if let Some(t) = outcome
+                .held
+                .first()
+                .map(|k| k.open_time_ms() - MINUTE_MS)
+                .or(outcome.last_open_ms)
+            {
                 let e = self.last_written.entry(symbol.clone()).or_insert(t);
                 *e = (*e).max(t);
             }
-            info!(
+            held.append(&mut outcome.held);
+            debug!(
                 %symbol,
                 from = %from_ms(from),
                 to = %from_ms(to),
@@ -322,6 +537,45 @@ impl Writer {
                 "start-up backfill done"
             );
         }
+        self.write_catchup(held).await?;
+        info!(
+            symbols = symbols.len(),
+            rows = self.summary.backfilled_rows,
+            ms = started_all.elapsed().as_millis() as u64,
+            used_weight = self.rest.used_weight(),
+            "start-up backfill done"
+        );
+        Ok(())
+    }
+
+    /// Writes recovered recent klines one minute per statement, oldest first, with alerts
+    /// evaluated (as if they had arrived live).
+    async fn write_catchup(&mut self, held: Vec<Kline>) -> Result<(), StreamError> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut by_minute: BTreeMap<i64, Vec<Kline>> = BTreeMap::new();
+        for k in held {
+            by_minute.entry(k.open_time_ms()).or_default().push(k);
+        }
+        let minutes = by_minute.len();
+        for (minute, batch) in by_minute {
+            let rows = self
+                .sink
+                .write_batch(&batch, AlertMode::Evaluate, None)
+                .await?;
+            for k in &batch {
+                let e = self.last_written.entry(k.symbol.clone()).or_insert(minute);
+                *e = (*e).max(minute);
+            }
+            self.summary.backfilled_rows += rows;
+            self.summary.catchup_minutes += 1;
+            metrics::counter!(metric::CATCHUP_MINUTES).increment(1);
+        }
+        info!(
+            minutes,
+            "recovered recent minutes written with alerts (alert catch-up)"
+        );
         Ok(())
     }
 
@@ -329,9 +583,18 @@ impl Writer {
         &mut self,
         rx: &mut UnboundedReceiver<FeedEvent>,
         mut pending: VecDeque<FeedEvent>,
+        shards: &mut Shards,
         shutdown: &mut Shutdown,
         trigger: &ShutdownTrigger,
     ) -> Result<(), StreamError> {
+        let refresh_on = self.source == SymbolSource::All && !self.universe_refresh.is_zero();
+        let period = if refresh_on {
+            self.universe_refresh
+        } else {
+            Duration::from_secs(86_400)
+        };
+        let mut refresh = tokio::time::interval_at(Instant::now() + period, period);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.stop_after_minutes > 0
                 && self.live_minutes.len() as u64 >= self.stop_after_minutes
@@ -355,6 +618,10 @@ impl Writer {
                         Some(ev) => Some(ev),
                         None => break,
                     },
+                    _ = refresh.tick(), if refresh_on => {
+                        self.refresh_universe(shards).await?;
+                        continue;
+                    }
                 }
             };
             match event {
@@ -366,6 +633,28 @@ impl Writer {
                 Some(FeedEvent::Disconnected { connection }) => {
                     debug!(connection, "stream disconnected");
                     self.set_connections(self.connections_up.saturating_sub(1));
+                }
+                Some(FeedEvent::Silent {
+                    connection,
+                    url,
+                    silent_secs,
+                    streams,
+                }) => {
+                    self.summary.silent_connections += 1;
+                    let ev = QualityEvent {
+                        symbol: None,
+                        kind: quality_kind::SILENT_CONNECTION,
+                        from_time: None,
+                        to_time: None,
+                        rows: Some(0),
+                        detail: json!({
+                            "connection": connection,
+                            "url": crate::binance::rest::truncate(&url, 300),
+                            "silent_secs": silent_secs,
+                            "streams": streams,
+                        }),
+                    };
+                    self.sink.log_quality(&[ev], None).await?;
                 }
                 Some(FeedEvent::Rejected {
                     symbol,
@@ -387,19 +676,33 @@ impl Writer {
                 Some(FeedEvent::Closed { kline, event_time }) => {
                     debug!(symbol = %kline.symbol, open_time = %kline.open_time, event_time, "closed kline");
                     self.health.observe_exchange_time(from_ms(event_time));
-                    if self.buffer.iter().any(|b| b.symbol == kline.symbol) {
+                    self.exchange_time_ms = self.exchange_time_ms.max(event_time);
+                    if !self.active.contains(&kline.symbol) {
+                        debug!(symbol = %kline.symbol, "kline of a symbol outside the universe: ignored");
+                        continue;
+                    }
+                    let minute = kline.open_time_ms();
+                    let seen = self
+                        .last_written
+                        .get(&kline.symbol)
+                        .is_some_and(|&t| minute <= t)
+                        || self.buffered.get(&kline.symbol) == Some(&minute);
+                    if seen {
+                        self.summary.duplicates += 1;
+                        metrics::counter!(metric::DUPLICATE_KLINES).increment(1);
+                        continue;
+                    }
+                    if self.buffered.contains_key(&kline.symbol) {
                         self.flush_or_shutdown(shutdown).await?; // (b)
                     }
                     if self.buffer.is_empty() {
                         self.buffer_since = Some(Instant::now());
                     }
-                    let minute = kline.open_time;
+                    self.buffered.insert(kline.symbol.clone(), minute);
+                    let n = self.buffered_per_minute.entry(minute).or_insert(0);
+                    *n += 1;
+                    let complete = *n >= self.active.len();
                     self.buffer.push(kline);
-                    let complete = self.symbols.iter().all(|s| {
-                        self.buffer
-                            .iter()
-                            .any(|b| &b.symbol == s && b.open_time == minute)
-                    });
                     if complete {
                         self.flush_or_shutdown(shutdown).await?; // (a)
                     }
@@ -408,9 +711,101 @@ impl Writer {
         }
         // Final flush: the database gets a bounded grace period.
         if !self.buffer.is_empty() {
-            let batch = std::mem::take(&mut self.buffer);
+            let batch = self.take_buffer();
             self.write_live(batch, Some(Duration::from_secs(10)))
                 .await?;
+        }
+        Ok(())
+    }
+
+    fn take_buffer(&mut self) -> Vec<Kline> {
+        self.buffered.clear();
+        self.buffered_per_minute.clear();
+        self.buffer_since = None;
+        std::mem::take(&mut self.buffer)
+    }
+
+    /// Puts an unwritten batch back (shutdown during a stuck write).
+    fn restore_buffer(&mut self, batch: Vec<Kline>) {
+        for k in &batch {
+            self.buffered.insert(k.symbol.clone(), k.open_time_ms());
+            *self
+                .buffered_per_minute
+                .entry(k.open_time_ms())
+                .or_insert(0) += 1;
+        }
+        self.buffer = batch;
+    }
+
+    /// Re-reads exchangeInfo: streams new symbols (own connection + backfill), stops writing
+    /// those that left. Errors are logged; the universe stays as it was.
+    async fn refresh_universe(&mut self, shards: &mut Shards) -> Result<(), StreamError> {
+        let now = match resolve_universe(&self.rest, &self.source, &self.exclude).await {
+            Ok(u) => u,
+            Err(StreamError::Rest(e)) => {
+                warn!(error = %e, "universe refresh failed; keeping the current symbols");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let now_set: HashSet<String> = now.iter().cloned().collect();
+        let listed: Vec<String> = now
+            .iter()
+            .filter(|s| !self.active.contains(*s))
+            .cloned()
+            .collect();
+        let delisted: Vec<String> = self
+            .symbols
+            .iter()
+            .filter(|s| !now_set.contains(*s))
+            .cloned()
+            .collect();
+        if listed.is_empty() && delisted.is_empty() {
+            debug!(symbols = now.len(), "universe unchanged");
+            return Ok(());
+        }
+        let at = Some(from_ms(self.exchange_time_ms.max(0)));
+        let mut events = Vec::new();
+        for s in &delisted {
+            warn!(symbol = %s, market = %self.market, "symbol left the universe (delisted or not trading): no longer streamed, history kept");
+            self.active.remove(s);
+            shards.remove(s);
+            events.push(QualityEvent {
+                symbol: Some(s.clone()),
+                kind: quality_kind::DELISTED,
+                from_time: at,
+                to_time: None,
+                rows: None,
+                detail: json!({"source": "exchangeInfo", "symbols": now.len()}),
+            });
+        }
+        for s in &listed {
+            info!(symbol = %s, market = %self.market, "new symbol in the universe: streaming it after its backfill");
+            self.active.insert(s.clone());
+            events.push(QualityEvent {
+                symbol: Some(s.clone()),
+                kind: quality_kind::LISTED,
+                from_time: at,
+                to_time: None,
+                rows: None,
+                detail: json!({"source": "exchangeInfo", "symbols": now.len()}),
+            });
+        }
+        self.symbols.retain(|s| now_set.contains(s));
+        self.symbols.extend(listed.iter().cloned());
+        self.summary.symbols_listed += listed.len() as u64;
+        self.summary.symbols_delisted += delisted.len() as u64;
+        metrics::counter!(metric::SYMBOLS_LISTED).increment(listed.len() as u64);
+        metrics::counter!(metric::SYMBOLS_DELISTED).increment(delisted.len() as u64);
+        metrics::gauge!(metric::SYMBOLS).set(self.symbols.len() as f64);
+        self.sink.log_quality(&events, None).await?;
+        if !listed.is_empty() {
+            let before = shards.lists.len();
+            shards.open(&listed);
+            self.connections_total += shards.lists.len() - before;
+            self.set_connections(self.connections_up);
+            let minutes = self.backfill_minutes;
+            self.startup_backfill(&listed, minutes).await?;
         }
         Ok(())
     }
@@ -421,8 +816,7 @@ impl Writer {
             self.buffer_since = None;
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.buffer);
-        self.buffer_since = None;
+        let batch = self.take_buffer();
         let mut sd = shutdown.clone();
         let keep = batch.clone();
         let res = tokio::select! {
@@ -438,24 +832,26 @@ impl Writer {
                     "shutdown during flush; retrying once more before exit"
                 );
                 self.sink.reset_connection();
-                self.buffer = keep;
+                self.restore_buffer(keep);
                 Ok(())
             }
         }
     }
 
-    /// Gap-fills every symbol of `batch` that skipped minutes, then writes the batch with
-    /// alerts evaluated.
+    /// Gap-fills every symbol of `batch` that skipped minutes (recent recovered minutes
+    /// with alerts, one statement per minute), then writes the batch with alerts evaluated.
     async fn write_live(
         &mut self,
         batch: Vec<Kline>,
         give_up_after: Option<Duration>,
     ) -> Result<(), StreamError> {
+        let hold_from = self.catchup_from(self.exchange_time_ms);
+        let mut held = Vec::new();
         for k in &batch {
             if let Some(&last) = self.last_written.get(&k.symbol) {
                 let t = k.open_time_ms();
                 if t > last + MINUTE_MS {
-                    let outcome = fill_gap(
+                    let mut outcome = fill_gap(
                         &self.rest,
                         &mut self.sink,
                         &k.symbol,
@@ -463,16 +859,21 @@ impl Writer {
                         t - MINUTE_MS,
                         None,
                         GapTrigger::Live,
+                        hold_from,
                     )
                     .await?;
                     self.summary.gaps_filled += 1;
                     self.summary.backfilled_rows += outcome.written;
                     if let Some(l) = outcome.last_open_ms {
-                        self.last_written.insert(k.symbol.clone(), l.max(last));
+                        if outcome.held.is_empty() {
+                            self.last_written.insert(k.symbol.clone(), l.max(last));
+                        }
                     }
+                    held.append(&mut outcome.held);
                 }
             }
         }
+        self.write_catchup(held).await?;
         let started = Instant::now();
         match self
             .sink

@@ -29,8 +29,13 @@ fn help_documents_env_units_defaults_and_hides_password() {
     for needle in [
         "[env: SYMBOLS=",
         "[env: BINANCE_WS_URL=",
-        "[default: wss://stream.binance.com:9443]",
-        "[default: https://api.binance.com]",
+        "wss://stream.binance.com:9443",
+        "https://fapi.binance.com",
+        "[env: MARKET=",
+        "[default: spot]",
+        "[env: STREAMS_PER_CONNECTION=",
+        "[default: 200]",
+        "[env: ALERT_CATCHUP_MINUTES=",
         "[default: 1440]",
         "[env: FLUSH_MS=",
         "milliseconds",
@@ -40,7 +45,7 @@ fn help_documents_env_units_defaults_and_hides_password() {
         assert!(help.contains(needle), "missing {needle:?} in:\n{help}");
     }
     assert!(!help.contains("supersecret"), "password leaked in --help");
-    for sub in ["migrate", "import", "replay", "listen"] {
+    for sub in ["migrate", "import", "replay", "listen", "symbols"] {
         let out = Command::new(EXE).args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help");
     }

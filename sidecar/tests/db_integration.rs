@@ -264,7 +264,7 @@ async fn backfill_pages_with_429_retried() {
     let from = series[0].open_time_ms();
     let to = from + 2499 * 60_000; // 2500 minutes: pages of 1000, 1000, 500
     let now = rest.server_time().await.unwrap();
-    let out = backfill_range(&rest, &mut sink, "BTCUSDT", from, to, Some(now))
+    let out = backfill_range(&rest, &mut sink, "BTCUSDT", from, to, Some(now), None)
         .await
         .unwrap();
     assert_eq!((out.received, out.written, out.pages), (2500, 2500, 3));
@@ -282,7 +282,7 @@ async fn backfill_pages_with_429_retried() {
         assert_same(r, k);
     }
     // Again: nothing new, one page per 1000.
-    let again = backfill_range(&rest, &mut sink, "BTCUSDT", from, to, Some(now))
+    let again = backfill_range(&rest, &mut sink, "BTCUSDT", from, to, Some(now), None)
         .await
         .unwrap();
     assert_eq!((again.received, again.written), (2500, 0));

@@ -469,6 +469,33 @@ pub struct ServerTime {
     pub server_time: i64,
 }
 
+/// One entry of `exchangeInfo.symbols` (`GET /api/v3/exchangeInfo`, `GET /fapi/v1/exchangeInfo`),
+/// the fields discovery reads. Futures entries carry `contractType` (`PERPETUAL`,
+/// `CURRENT_QUARTER`, `TRADIFI_PERPETUAL`, ...) and `marginAsset`; spot entries have neither.
+///
+/// ```json
+/// {"symbol":"BTCUSDT","pair":"BTCUSDT","contractType":"PERPETUAL","status":"TRADING",
+///  "baseAsset":"BTC","quoteAsset":"USDT","marginAsset":"USDT", ...}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SymbolInfo {
+    pub symbol: String,
+    /// `TRADING`, `SETTLING`, `PENDING_TRADING`, `BREAK`, ...
+    pub status: String,
+    #[serde(rename = "quoteAsset")]
+    pub quote_asset: String,
+    #[serde(rename = "marginAsset", default)]
+    pub margin_asset: Option<String>,
+    #[serde(rename = "contractType", default)]
+    pub contract_type: Option<String>,
+}
+
+/// `exchangeInfo` response (only `symbols` is read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeInfo {
+    pub symbols: Vec<SymbolInfo>,
+}
+
 /// Binance error body, e.g. `{"code":-1121,"msg":"Invalid symbol."}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {

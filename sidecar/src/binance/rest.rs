@@ -1,7 +1,10 @@
-//! Binance spot REST client: server time and 1m klines, with request-weight tracking,
-//! 429 back-off (Retry-After) and a loud stop on 418 (IP ban).
+//! Binance REST client (spot `/api/v3/*`, USD-M futures `/fapi/v1/*`): server time, 1m klines
+//! and exchangeInfo, inside the IP's request-weight budget: a per-minute budget (UTC minute,
+//! as Binance counts) at `weight_soft_limit`, corrected by `X-MBX-USED-WEIGHT-1M`; 429 waits
+//! `Retry-After`; 418 (IP ban) stops REST loudly until its Retry-After.
 //!
-//! Binance docs: <https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits>
+//! Binance docs: <https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits>,
+//! <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info#limits>
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,11 +14,11 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use crate::backoff::Backoff;
-use crate::binance::model::{parse_rest_klines, ApiError, Kline, ParseError, ServerTime};
-use crate::constants::{
-    metric, KLINE_INTERVAL, REST_KLINES_MAX_LIMIT, REST_KLINES_PATH, REST_KLINES_WEIGHT,
-    REST_TIME_PATH, REST_TIME_WEIGHT, REST_WEIGHT_LIMIT_1M, USED_WEIGHT_HEADER,
+use crate::binance::model::{
+    parse_rest_klines, ApiError, ExchangeInfo, Kline, ParseError, ServerTime,
 };
+use crate::constants::{metric, KLINE_INTERVAL, USED_WEIGHT_HEADER};
+use crate::market::Market;
 
 /// REST failures.
 #[derive(Debug, thiserror::Error)]
@@ -65,10 +68,11 @@ impl RestError {
 pub struct RestConfig {
     /// Base URL, e.g. `https://api.binance.com`.
     pub base_url: String,
-    /// Slow down when `X-MBX-USED-WEIGHT-1M` reaches this (Binance's limit is 6000).
+    /// Which API (paths, limits, weights).
+    pub market: Market,
+    /// Weight spent per UTC minute at most (Binance's limit: 6000 spot, 2400 USD-M); a
+    /// request that would go past it waits for the next minute.
     pub weight_soft_limit: u32,
-    /// How long to pause before re-checking the used weight when near the limit.
-    pub weight_pause: Duration,
     /// Attempts per request for 429 / 5xx / network errors before giving up.
     pub max_attempts: u32,
     /// Back-off for 5xx and network errors (429 uses Retry-After).
@@ -79,11 +83,17 @@ pub struct RestConfig {
 }
 
 impl RestConfig {
+    /// Spot defaults; see [`RestConfig::for_market`].
     pub fn new(base_url: impl Into<String>) -> Self {
+        Self::for_market(base_url, Market::Spot)
+    }
+
+    /// Defaults of `market`: soft limit 5/6 of its per-minute weight limit.
+    pub fn for_market(base_url: impl Into<String>, market: Market) -> Self {
         RestConfig {
             base_url: base_url.into(),
-            weight_soft_limit: REST_WEIGHT_LIMIT_1M * 8 / 10,
-            weight_pause: Duration::from_secs(1),
+            market,
+            weight_soft_limit: market.default_weight_soft_limit(),
             max_attempts: 8,
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
@@ -94,8 +104,23 @@ impl RestConfig {
 
 #[derive(Debug, Default)]
 struct WeightState {
+    /// UTC minute (epoch minutes, wall clock) `used_weight` belongs to.
+    minute: i64,
+    /// Weight used in `minute`: requests sent plus the exchange's own count when higher.
     used_weight: u32,
     banned_until: Option<Instant>,
+}
+
+/// The current UTC minute of the wall clock and the time left in it.
+fn wall_minute() -> (i64, Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = now.as_millis() as i64;
+    (
+        ms.div_euclid(60_000),
+        Duration::from_millis((60_000 - ms.rem_euclid(60_000)) as u64),
+    )
 }
 
 /// Shared, cheaply clonable REST client.
@@ -125,15 +150,27 @@ impl RestClient {
         })
     }
 
-    /// Last `X-MBX-USED-WEIGHT-1M` seen.
+    /// Weight used in the current UTC minute (sent requests, or the exchange's
+    /// `X-MBX-USED-WEIGHT-1M` when higher).
     pub fn used_weight(&self) -> u32 {
-        self.state.lock().map(|s| s.used_weight).unwrap_or(0)
+        let (minute, _) = wall_minute();
+        self.state
+            .lock()
+            .map(|s| if s.minute == minute { s.used_weight } else { 0 })
+            .unwrap_or(0)
     }
 
-    /// `GET /api/v3/time` → serverTime (epoch ms). The exchange's clock is "now".
+    /// The market this client speaks to.
+    pub fn market(&self) -> Market {
+        self.cfg.market
+    }
+
+    /// `GET /api/v3/time` | `/fapi/v1/time` → serverTime (epoch ms). The exchange's clock is
+    /// "now".
     pub async fn server_time(&self) -> Result<i64, RestError> {
-        let url = format!("{}{}", self.cfg.base_url, REST_TIME_PATH);
-        let body = self.get(&url, &[], REST_TIME_WEIGHT).await?;
+        let m = self.cfg.market;
+        let url = format!("{}{}", self.cfg.base_url, m.rest_time_path());
+        let body = self.get(&url, &[], m.time_weight()).await?;
         serde_json::from_str::<ServerTime>(&body)
             .map(|t| t.server_time)
             .map_err(|e| RestError::Decode {
@@ -142,9 +179,21 @@ impl RestClient {
             })
     }
 
-    /// `GET /api/v3/klines?symbol=&interval=1m&startTime=&endTime=&limit=` (inclusive
-    /// open-time bounds in epoch ms, limit ≤ 1000). Returns Binance's rows as-is,
-    /// including a possibly still-open last kline: callers drop what is not closed.
+    /// `GET /api/v3/exchangeInfo` | `/fapi/v1/exchangeInfo`: every symbol with its status.
+    pub async fn exchange_info(&self) -> Result<ExchangeInfo, RestError> {
+        let m = self.cfg.market;
+        let url = format!("{}{}", self.cfg.base_url, m.rest_exchange_info_path());
+        let body = self.get(&url, &[], m.exchange_info_weight()).await?;
+        serde_json::from_str::<ExchangeInfo>(&body).map_err(|e| RestError::Decode {
+            url,
+            source: e.into(),
+        })
+    }
+
+    /// `GET /api/v3/klines` | `/fapi/v1/klines` `?symbol=&interval=1m&startTime=&endTime=&limit=`
+    /// (inclusive open-time bounds in epoch ms, limit clamped to the market's maximum; weight
+    /// by limit). Returns Binance's rows as-is, including a possibly still-open last kline:
+    /// callers drop what is not closed.
     pub async fn klines(
         &self,
         symbol: &str,
@@ -152,8 +201,9 @@ impl RestClient {
         end_ms: i64,
         limit: u32,
     ) -> Result<Vec<Kline>, RestError> {
-        let url = format!("{}{}", self.cfg.base_url, REST_KLINES_PATH);
-        let limit = limit.clamp(1, REST_KLINES_MAX_LIMIT);
+        let m = self.cfg.market;
+        let url = format!("{}{}", self.cfg.base_url, m.rest_klines_path());
+        let limit = limit.clamp(1, m.klines_max_limit());
         let query = [
             ("symbol", symbol.to_string()),
             ("interval", KLINE_INTERVAL.to_string()),
@@ -161,7 +211,7 @@ impl RestClient {
             ("endTime", end_ms.to_string()),
             ("limit", limit.to_string()),
         ];
-        let body = self.get(&url, &query, REST_KLINES_WEIGHT).await?;
+        let body = self.get(&url, &query, m.klines_weight(limit)).await?;
         parse_rest_klines(symbol, &body).map_err(|source| RestError::Decode { url, source })
     }
 
@@ -182,6 +232,8 @@ impl RestClient {
         Ok(())
     }
 
+    /// Takes the exchange's count of this minute when it is higher than ours (other
+    /// clients on the same IP, or requests before a restart).
     fn record_weight(&self, resp: &reqwest::Response) {
         if let Some(w) = resp
             .headers()
@@ -189,34 +241,49 @@ impl RestClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u32>().ok())
         {
+            let (minute, _) = wall_minute();
             if let Ok(mut st) = self.state.lock() {
-                st.used_weight = w;
+                if st.minute != minute {
+                    *st = WeightState {
+                        minute,
+                        used_weight: 0,
+                        banned_until: st.banned_until,
+                    };
+                }
+                st.used_weight = st.used_weight.max(w);
             }
             metrics::gauge!(metric::REST_USED_WEIGHT).set(f64::from(w));
         }
     }
 
-    /// Pauses while the used weight is at the soft limit, re-checking with the cheapest
-    /// request (`/api/v3/time`, weight 1) so the header reflects the exchange's window.
-    async fn wait_for_weight(&self, weight: u32) -> Result<(), RestError> {
-        let mut warned = false;
-        while self.used_weight() + weight > self.cfg.weight_soft_limit {
-            if !warned {
-                warn!(
-                    used_weight = self.used_weight(),
-                    soft_limit = self.cfg.weight_soft_limit,
-                    "REST weight near the limit, slowing down"
-                );
-                warned = true;
-            }
-            tokio::time::sleep(self.cfg.weight_pause).await;
-            let url = format!("{}{}", self.cfg.base_url, REST_TIME_PATH);
-            match self.http.get(&url).send().await {
-                Ok(resp) => self.record_weight(&resp),
-                Err(source) => return Err(RestError::Http { url, source }),
-            }
+    /// Reserves `weight` in the current UTC minute's budget, first waiting for the next
+    /// minute when it would go past `weight_soft_limit`.
+    async fn reserve_weight(&self, weight: u32) {
+        loop {
+            let (minute, left) = wall_minute();
+            let used = {
+                let mut st = self.state.lock().expect("rest state poisoned");
+                if st.minute != minute {
+                    st.minute = minute;
+                    st.used_weight = 0;
+                }
+                if st.used_weight + weight <= self.cfg.weight_soft_limit || st.used_weight == 0 {
+                    st.used_weight += weight;
+                    return;
+                }
+                st.used_weight
+            };
+            // Binance's window is the UTC minute; a little margin for clock skew.
+            let wait = left + Duration::from_millis(250);
+            warn!(
+                used_weight = used,
+                soft_limit = self.cfg.weight_soft_limit,
+                ?wait,
+                "REST weight budget of this minute spent, waiting for the next minute"
+            );
+            metrics::counter!(metric::REST_WEIGHT_WAITS).increment(1);
+            tokio::time::sleep(wait).await;
         }
-        Ok(())
     }
 
     async fn get(
@@ -230,7 +297,7 @@ impl RestClient {
         loop {
             attempts += 1;
             self.check_banned()?;
-            self.wait_for_weight(weight).await?;
+            self.reserve_weight(weight).await;
             metrics::counter!(metric::REST_REQUESTS, "path" => path_of(url)).increment(1);
             let resp = match self.http.get(url).query(query).send().await {
                 Ok(r) => r,
@@ -266,7 +333,9 @@ impl RestClient {
             }
             match status {
                 StatusCode::TOO_MANY_REQUESTS => {
-                    let delay = retry_after.unwrap_or(Duration::from_secs(1));
+                    // Never ask again before Retry-After is over: that is how IPs get banned.
+                    let delay =
+                        retry_after.unwrap_or(Duration::from_secs(1)) + Duration::from_millis(250);
                     if attempts >= self.cfg.max_attempts {
                         return Err(RestError::RateLimited {
                             attempts,
@@ -336,13 +405,18 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
 }
 
 fn path_of(url: &str) -> String {
-    if url.ends_with(REST_KLINES_PATH) {
-        REST_KLINES_PATH.to_string()
-    } else if url.ends_with(REST_TIME_PATH) {
-        REST_TIME_PATH.to_string()
-    } else {
-        "other".to_string()
+    for m in Market::ALL {
+        for p in [
+            m.rest_klines_path(),
+            m.rest_time_path(),
+            m.rest_exchange_info_path(),
+        ] {
+            if url.ends_with(p) {
+                return p.to_string();
+            }
+        }
     }
+    "other".to_string()
 }
 
 /// At most `max` characters of `s`, with an ellipsis when cut.
