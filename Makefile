@@ -6,15 +6,16 @@ PG_CONFIG     ?= /usr/lib/postgresql/15/bin/pg_config
 DEV_DIR       ?= .data/dev
 DEV_PORT      ?= 5433
 SYMBOLS       ?= BTCUSDT,ETHUSDT
+MARKET        ?= spot
 CARGO_RELEASE  = cargo build --release --locked
 TA_FEED        = target/release/ta-feed
 
-.PHONY: help deps install feed run test bench bench-indicators bench-screener bench-engine bench-import bench-timescaledb fmt lint clean-data
+.PHONY: help deps install feed run test bench bench-indicators bench-screener bench-engine bench-import bench-timescaledb bench-feed fmt lint clean-data
 
 help:
 	@echo "make run    install what is missing, build, start a local cluster (.data/, 127.0.0.1:$(DEV_PORT)),"
 	@echo "            apply sql/, stream $(SYMBOLS) from Binance (DATABASE_URL, BINANCE_WS_URL,"
-	@echo "            BINANCE_REST_URL, SYMBOLS override)"
+	@echo "            BINANCE_REST_URL, MARKET=spot|usdm, SYMBOLS=a,b|all override)"
 	@echo "make test   everything CI runs (.ci/run calls exactly this)"
 	@echo "make bench  the indicator and screener benchmarks (prints ratios and latencies)"
 
@@ -41,8 +42,8 @@ run: install feed
 	fi; \
 	$(TA_FEED) migrate; \
 	echo "==> alerts: $(TA_FEED) listen   (or LISTEN ta_alerts; in psql)"; \
-	echo "==> streaming $(SYMBOLS); Ctrl-C stops"; \
-	exec $(TA_FEED) stream --symbols "$(SYMBOLS)"
+	echo "==> streaming $(MARKET) $(SYMBOLS); Ctrl-C stops"; \
+	exec $(TA_FEED) stream --market "$(MARKET)" --symbols "$(SYMBOLS)"
 
 test:
 	@.ci/test
@@ -60,6 +61,10 @@ bench-engine: install
 
 bench-import: install feed
 	@.ci/bench import
+
+# 504 USD-M perpetuals from the fake exchange: cold start, close -> NOTIFY latency, RSS, CPU
+bench-feed: install feed
+	@.ci/bench feed
 
 # needs TimescaleDB installed for PG_CONFIG (the local cluster preloads it then)
 bench-timescaledb: install feed

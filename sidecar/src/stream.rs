@@ -526,7 +526,7 @@ impl Writer {
                 *e = (*e).max(t);
             }
             held.append(&mut outcome.held);
-            debug!(
+            info!(
                 %symbol,
                 from = %from_ms(from),
                 to = %from_ms(to),
@@ -543,7 +543,7 @@ impl Writer {
             rows = self.summary.backfilled_rows,
             ms = started_all.elapsed().as_millis() as u64,
             used_weight = self.rest.used_weight(),
-            "start-up backfill done"
+            "start-up backfill finished"
         );
         Ok(())
     }

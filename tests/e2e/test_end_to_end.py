@@ -58,8 +58,6 @@ import math
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -72,6 +70,7 @@ import pytest
 from common import binance_data as bd
 from common import pg
 from common import screener_ref as ref
+from common.procs import Child
 
 psycopg = pytest.importorskip("psycopg")
 talib = pytest.importorskip("talib")
@@ -135,60 +134,6 @@ def write_synthetic(dirpath: str) -> str:
 
 # --------------------------------------------------------------------------------------
 # child processes
-
-class Child:
-    """A ta-feed child in its own process group; stdout/stderr go to files in logdir."""
-
-    def __init__(self, name: str, args: list[str], logdir: str, env: dict):
-        self.name = name
-        self.out_path = os.path.join(logdir, f"{name}.out")
-        self.err_path = os.path.join(logdir, f"{name}.log")
-        self._out = open(self.out_path, "wb")
-        self._err = open(self.err_path, "wb")
-        self.p = subprocess.Popen([pg.ta_feed_bin(), *args], stdout=self._out, stderr=self._err,
-                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.p.poll() is None
-
-    def interrupt(self, timeout: float = 30) -> int:
-        """SIGINT to the child; returns its exit code (kills it on timeout)."""
-        if self.alive():
-            os.kill(self.p.pid, signal.SIGINT)
-        try:
-            return self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"{self.name} did not exit within {timeout} s after SIGINT")
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            try:
-                os.killpg(self.p.pid, signal.SIGKILL)  # its own group (start_new_session)
-            except ProcessLookupError:
-                pass
-            self.p.wait(timeout=10)
-
-    def close(self) -> None:
-        self._out.close()
-        self._err.close()
-
-    def tail(self, n: int = 30) -> str:
-        parts = []
-        for path in (self.out_path, self.err_path):
-            try:
-                with open(path, "rb") as f:
-                    lines = f.read().decode(errors="replace").splitlines()
-            except OSError:
-                continue
-            parts.append(f"--- {path} (last {min(n, len(lines))} of {len(lines)} lines) ---\n"
-                         + "\n".join(lines[-n:]))
-        return "\n".join(parts)
-
-    def stderr_text(self) -> str:
-        with open(self.err_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
 
 def _deadline_check(deadline: float, what: str):
     if time.monotonic() > deadline:
@@ -392,27 +337,33 @@ def check_alerts(conn, kl, stream: Child, listen: Child, synthetic: bool) -> np.
     backfill_to = _parse_backfill_to(log)
     summary = _parse_summary(log)
     gaps = conn.execute(
-        "SELECT from_time, to_time, rows FROM market.data_quality_log WHERE kind = 'gap_filled'"
+        "SELECT from_time, to_time, rows, coalesce((detail->>'alert_catchup')::int, 0)"
+        " FROM market.data_quality_log WHERE kind = 'gap_filled'"
         " ORDER BY from_time").fetchall()
     other = conn.execute("SELECT kind, count(*) FROM market.data_quality_log"
                          " WHERE kind <> 'gap_filled' GROUP BY kind").fetchall()
     series = bd.klines_series(SYMBOL, kl)
     m = ref.compute_metrics(series)
     t = series.open_time
+    # a gap's last `alert_catchup` minutes (within --alert-catchup-minutes of exchange time)
+    # are written one minute per statement with alerts; the older ones with alerts off
     evaluated = t > backfill_to
-    for a, b, _ in gaps:
-        evaluated &= ~((t >= _ms(a)) & (t <= _ms(b)))
+    for a, b, _, catchup in gaps:
+        evaluated &= ~((t >= _ms(a)) & (t <= _ms(b) - catchup * 60_000))
     n_backfill = int((t <= backfill_to).sum())
-    n_gap = sum(int(r) for _, _, r in gaps)
+    n_gap = sum(int(r) for _, _, r, _ in gaps)
+    n_catchup = sum(int(c) for _, _, _, c in gaps)
     print(f"(3) minutes: start-up backfill {n_backfill} (to {ref.ms_to_iso(backfill_to)}), "
           f"{len(gaps)} gap fill(s) after reconnects ({n_gap} minutes: "
           + ", ".join(f"{ref.ms_to_iso(_ms(a))[:16]}..{ref.ms_to_iso(_ms(b))[11:16]}"
-                      for a, b, _ in gaps)
-          + f"), evaluated live {int(evaluated.sum())}; other data_quality_log rows: {other}")
+                      for a, b, _, _ in gaps)
+          + f", {n_catchup} of them recent enough for alerts), evaluated {int(evaluated.sum())};"
+          f" other data_quality_log rows: {other}")
     print(f"    stream summary: {summary}")
     assert gaps, "no gap_filled reconnect happened (expected with --drop-after)"
-    assert int(evaluated.sum()) == summary["live_rows_written"], \
-        "evaluated-minute policy does not match the stream's live_rows_written"
+    assert n_catchup > 0, "no recovered minute was recent enough for alert catch-up"
+    assert int(evaluated.sum()) == summary["live_rows_written"] + n_catchup, \
+        "evaluated-minute policy does not match the stream's live_rows_written + catch-up"
 
     # what arrived
     lines = [line for line in open(listen.out_path, encoding="utf-8").read().splitlines()
