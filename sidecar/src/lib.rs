@@ -129,14 +129,14 @@ pub async fn run(
             cfg.exchange_info = args.exchange_info;
             cfg.connection_lifetime_secs = args.connection_lifetime;
             cfg.clone_symbols = args.clone_symbols;
-            let listing = |v: &[String]| -> anyhow::Result<Vec<(String, i64)>> {
+            let listing = |flag: &str, v: &[String]| -> anyhow::Result<Vec<(String, i64)>> {
                 v.iter()
                     .filter(|s| !s.trim().is_empty())
-                    .map(|s| replay::parse_listing(s).map_err(anyhow::Error::from))
+                    .map(|s| replay::parse_listing(s).with_context(|| format!("--{flag}")))
                     .collect()
             };
-            cfg.list = listing(&args.list)?;
-            cfg.delist = listing(&args.delist)?;
+            cfg.list = listing("list", &args.list)?;
+            cfg.delist = listing("delist", &args.delist)?;
             cfg.sent_log = args.sent_log;
             replay::run_replay(cfg, shutdown).await.context("replay")?;
         }
