@@ -251,18 +251,59 @@ pub struct ReplayArgs {
     pub drop_after: Option<u64>,
 
     /// Real seconds between WebSocket pings (connections without pongs for 3 intervals
-    /// are closed).
-    #[arg(long, env = "REPLAY_PING_SECS", default_value_t = 20.0,
-          value_parser = finite_in(0.05, 86_400.0))]
-    pub ping_secs: f64,
+    /// are closed). Default: 20 (spot), 180 (usdm).
+    #[arg(long, env = "REPLAY_PING_SECS", value_parser = finite_in(0.05, 86_400.0))]
+    pub ping_secs: Option<f64>,
 
-    /// Answer the first N /api/v3/klines requests with 429 and Retry-After: 1.
+    /// Answer the first N klines requests with 429 and Retry-After: 1.
     #[arg(long, env = "REPLAY_FAIL_REST", default_value_t = 0)]
     pub fail_rest: u32,
 
     /// Replay milliseconds between a kline's close_time and its closed (x:true) event.
-    #[arg(long, env = "REPLAY_CLOSE_DELAY_MS", default_value_t = 200)]
-    pub close_delay_ms: i64,
+    /// Default: 200 (spot), 2000 (usdm).
+    #[arg(long, env = "REPLAY_CLOSE_DELAY_MS")]
+    pub close_delay_ms: Option<i64>,
+
+    /// Binance market to fake: spot (/api/v3, /stream) or usdm (/fapi/v1, /market/stream,
+    /// 2400 weight per wall-clock minute, Binance's WebSocket limits).
+    #[arg(long, env = "REPLAY_MARKET", value_enum, default_value_t = crate::market::Market::Spot)]
+    pub market: crate::market::Market,
+
+    /// Recorded Binance exchangeInfo (.json or .json.gz) served as is (serverTime set to
+    /// replay now). Default: one built from the served symbols.
+    #[arg(long, env = "REPLAY_EXCHANGE_INFO")]
+    pub exchange_info: Option<PathBuf>,
+
+    /// usdm only: close each WebSocket connection after this many replay seconds (Binance:
+    /// 86400). Default: never.
+    #[arg(long, env = "REPLAY_CONNECTION_LIFETIME",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_lifetime: Option<u64>,
+
+    /// Serve every file symbol BASEUSDT as N symbols: itself and BASE01USDT..BASE{N-1}USDT
+    /// with prices and quote volumes × (1000 + k) / 1000 (exact decimals).
+    #[arg(long, env = "REPLAY_CLONE_SYMBOLS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub clone_symbols: u32,
+
+    /// SYMBOL@TIME (RFC 3339 or epoch ms; repeatable): the symbol does not exist before
+    /// TIME and has klines from TIME's minute on.
+    #[arg(long, env = "REPLAY_LIST", value_delimiter = ',')]
+    pub list: Vec<String>,
+
+    /// SYMBOL@TIME (repeatable): no klines with open_time ≥ TIME; status SETTLING (spot:
+    /// BREAK) in exchangeInfo from TIME on.
+    #[arg(long, env = "REPLAY_DELIST", value_delimiter = ',')]
+    pub delist: Vec<String>,
+
+    /// Append one JSON line per connection and minute once its closed klines were sent:
+    /// {"connection","open_time","klines","sent_at_ms"}.
+    #[arg(long, env = "REPLAY_SENT_LOG")]
+    pub sent_log: Option<PathBuf>,
+
+    /// REQUEST_WEIGHT limit per minute. Default: the market's (spot 6000, usdm 2400).
+    #[arg(long, env = "REPLAY_WEIGHT_LIMIT_1M")]
+    pub weight_limit_1m: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -152,13 +152,32 @@ pub async fn run(
             }
         }
         Command::Replay(args) => {
-            let mut cfg = replay::ReplayConfig::new(args.files, &args.listen);
+            let mut cfg = replay::ReplayConfig::for_market(args.market, args.files, &args.listen);
             cfg.speed = args.speed;
             cfg.start_ms = args.start.as_deref().map(replay::parse_start).transpose()?;
             cfg.drop_after = args.drop_after;
-            cfg.ping_secs = args.ping_secs;
+            if let Some(p) = args.ping_secs {
+                cfg.ping_secs = p;
+            }
             cfg.fail_rest = args.fail_rest;
-            cfg.close_delay_ms = args.close_delay_ms;
+            if let Some(d) = args.close_delay_ms {
+                cfg.close_delay_ms = d;
+            }
+            if let Some(w) = args.weight_limit_1m {
+                cfg.weight_limit_1m = w;
+            }
+            cfg.exchange_info = args.exchange_info;
+            cfg.connection_lifetime_secs = args.connection_lifetime;
+            cfg.clone_symbols = args.clone_symbols;
+            let listing = |flag: &str, v: &[String]| -> anyhow::Result<Vec<(String, i64)>> {
+                v.iter()
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| replay::parse_listing(s).with_context(|| format!("--{flag}")))
+                    .collect()
+            };
+            cfg.list = listing("list", &args.list)?;
+            cfg.delist = listing("delist", &args.delist)?;
+            cfg.sent_log = args.sent_log;
             replay::run_replay(cfg, shutdown).await.context("replay")?;
         }
         Command::Listen(args) => {

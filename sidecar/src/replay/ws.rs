@@ -1,0 +1,383 @@
+//! WebSocket kline streams of the fake Binance.
+//!
+//! Per minute and requested symbol (catalog order): an `x:false` update at +20 s and +40 s
+//! and the closed kline at close_time + `close_delay_ms`. Combined routes wrap each event in
+//! `{"stream":..,"data":..}`, raw routes (`/ws/<stream>[/<stream>...]`) send the event alone.
+//! Each event is serialized once per (symbol, minute, phase) and shared by every connection
+//! ([`PhaseCache`]).
+//!
+//! USDⓈ-M only (Binance's rules): more than 1024 streams → close frame right after the
+//! upgrade; more than 10 client messages (text, ping, pong) within one second → close frame
+//! "too many messages"; `--connection-lifetime` replay seconds after opening → close frame.
+//! The legacy `/stream` and `/ws/...` routes of a USDⓈ-M replay open, ping and answer pings,
+//! and never deliver a kline (Binance since 2026-04-23).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use futures_util::SinkExt;
+use rust_decimal::Decimal;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::{
+    find_open, partial_kline, trade_ids, MessageRate, ReplayState, MAX_STREAMS_PER_CONNECTION,
+};
+use crate::binance::model::{WsKline, WsKlineEvent};
+use crate::constants::{EVENT_KLINE, EVENT_SERVER_SHUTDOWN, KLINE_STREAM_SUFFIX, MINUTE_MS};
+use crate::market::Market;
+
+/// How a route serves its connections.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// Combined-stream wrapper (`{"stream":..,"data":..}`).
+    wrapped: bool,
+    /// Deliver klines at all (false: a legacy USDⓈ-M route).
+    deliver: bool,
+}
+
+fn split_streams(s: &str) -> Vec<String> {
+    s.split('/')
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn upgrade(ws: WebSocketUpgrade, st: Arc<ReplayState>, names: Vec<String>, mode: Mode) -> Response {
+    ws.on_upgrade(move |socket| serve_stream(socket, st, names, mode))
+}
+
+fn query_streams(q: &HashMap<String, String>) -> Vec<String> {
+    q.get("streams")
+        .map(|s| split_streams(s))
+        .unwrap_or_default()
+}
+
+pub(super) async fn combined_handler(
+    State(st): State<Arc<ReplayState>>,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let mode = Mode {
+        wrapped: true,
+        deliver: true,
+    };
+    upgrade(ws, st, query_streams(&q), mode)
+}
+
+pub(super) async fn raw_handler(
+    State(st): State<Arc<ReplayState>>,
+    Path(streams): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let mode = Mode {
+        wrapped: false,
+        deliver: true,
+    };
+    upgrade(ws, st, split_streams(&streams), mode)
+}
+
+pub(super) async fn legacy_combined_handler(
+    State(st): State<Arc<ReplayState>>,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let mode = Mode {
+        wrapped: true,
+        deliver: false,
+    };
+    upgrade(ws, st, query_streams(&q), mode)
+}
+
+pub(super) async fn legacy_raw_handler(
+    State(st): State<Arc<ReplayState>>,
+    Path(streams): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let mode = Mode {
+        wrapped: false,
+        deliver: false,
+    };
+    upgrade(ws, st, split_streams(&streams), mode)
+}
+
+/// Messages of one replay event.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Update(Decimal),
+    Closed,
+}
+
+/// One event, serialized in both forms.
+#[derive(Debug, Clone)]
+struct Encoded {
+    raw: Utf8Bytes,
+    combined: Utf8Bytes,
+}
+
+/// The events of one (minute, phase), per catalog symbol, computed on first use.
+#[derive(Debug)]
+struct PhaseSlot {
+    events: Vec<OnceLock<Option<Encoded>>>,
+}
+
+/// Recently sent phases shared by all connections.
+#[derive(Debug, Default)]
+pub(super) struct PhaseCache {
+    slots: Mutex<VecDeque<(i64, usize, Arc<PhaseSlot>)>>,
+}
+
+/// Phases kept (connections lagging further behind re-encode).
+const PHASES_KEPT: usize = 16;
+
+impl PhaseCache {
+    fn slot(&self, minute: i64, phase: usize, symbols: usize) -> Arc<PhaseSlot> {
+        let mut g = self.slots.lock().expect("phase cache lock");
+        if let Some((_, _, s)) = g.iter().find(|(m, p, _)| *m == minute && *p == phase) {
+            return s.clone();
+        }
+        let s = Arc::new(PhaseSlot {
+            events: (0..symbols).map(|_| OnceLock::new()).collect(),
+        });
+        g.push_back((minute, phase, s.clone()));
+        while g.len() > PHASES_KEPT {
+            g.pop_front();
+        }
+        s
+    }
+}
+
+/// The event of catalog symbol `i` for `minute` at `phase` (None: nothing to send).
+fn encode(st: &ReplayState, i: usize, minute: i64, offset: i64, phase: Phase) -> Option<Encoded> {
+    let s = st.catalog.get(i);
+    if !s.serves_open(minute) {
+        return None;
+    }
+    let src = find_open(st.data.series_at(s.source), minute)?;
+    let k = s.derive(src);
+    let (first, last) = trade_ids(&k);
+    let (kline, event_time) = match phase {
+        Phase::Update(f) => {
+            let p = partial_kline(&k, f);
+            let (pf, pl) = if p.trades > 0 {
+                (first, first + p.trades - 1)
+            } else {
+                (-1, -1)
+            };
+            (WsKline::from_kline(&p, false, pf, pl), minute + offset)
+        }
+        Phase::Closed => (
+            WsKline::from_kline(&k, true, first, last),
+            k.close_time_ms() + st.cfg.close_delay_ms,
+        ),
+    };
+    if s.listed_ms.is_some_and(|t| event_time < t) {
+        return None;
+    }
+    let ev = WsKlineEvent {
+        event_type: EVENT_KLINE.to_string(),
+        event_time,
+        symbol: s.name.clone(),
+        kline,
+    };
+    let raw = serde_json::to_string(&ev).expect("serializable");
+    let combined = format!(r#"{{"stream":"{}","data":{raw}}}"#, s.stream);
+    Some(Encoded {
+        raw: raw.into(),
+        combined: combined.into(),
+    })
+}
+
+/// Removes the connection from the open list however its task ends.
+struct Registered(Arc<ReplayState>, u64);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.unregister(self.1);
+    }
+}
+
+fn close_with(code: u16, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+async fn serve_stream(mut socket: WebSocket, st: Arc<ReplayState>, names: Vec<String>, mode: Mode) {
+    let id = st.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let usdm = st.cfg.market == Market::Usdm;
+    if usdm && names.len() > MAX_STREAMS_PER_CONNECTION {
+        st.closed_too_many_streams.fetch_add(1, Ordering::Relaxed);
+        let reason = format!(
+            "too many streams: {} > {MAX_STREAMS_PER_CONNECTION}",
+            names.len()
+        );
+        debug!(
+            connection = id,
+            streams = names.len(),
+            "too many streams: closing"
+        );
+        let _ = socket.send(close_with(close_code::POLICY, reason)).await;
+        return;
+    }
+    // Catalog symbols that were asked for, in catalog order (others get no messages).
+    let mut symbols: Vec<usize> = if mode.deliver {
+        names
+            .iter()
+            .filter_map(|n| n.strip_suffix(KLINE_STREAM_SUFFIX))
+            .filter_map(|s| st.catalog.find(&s.to_ascii_uppercase()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    symbols.sort_unstable();
+    symbols.dedup();
+    let now = st.clock.now_ms();
+    let mut dropped = st.register(id, names.len(), now);
+    let _registered = Registered(st.clone(), id);
+    let last_minute = symbols
+        .iter()
+        .filter_map(|&i| {
+            st.data
+                .series_at(st.catalog.get(i).source)
+                .last()
+                .map(|k| k.open_time_ms())
+        })
+        .max();
+    debug!(
+        connection = id,
+        streams = names.len(),
+        symbols = symbols.len(),
+        ?mode,
+        now,
+        "stream connection"
+    );
+    let third = Decimal::ONE / Decimal::from(3);
+    let offsets: [(i64, Phase); 3] = [
+        (20_000, Phase::Update(third)),
+        (40_000, Phase::Update(third * Decimal::from(2))),
+        (MINUTE_MS - 1 + st.cfg.close_delay_ms, Phase::Closed),
+    ];
+    let mut minute = now.div_euclid(MINUTE_MS) * MINUTE_MS - MINUTE_MS;
+    let mut phase = 0usize;
+    // Skip events that happened before the connection.
+    while minute + offsets[phase].0 <= now {
+        phase += 1;
+        if phase == offsets.len() {
+            phase = 0;
+            minute += MINUTE_MS;
+        }
+    }
+    let ping_every = Duration::from_secs_f64(st.cfg.ping_secs.max(0.05));
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut last_pong = Instant::now();
+    let lifetime_at = st.cfg.connection_lifetime_secs.filter(|_| usdm).map(|s| {
+        st.clock
+            .instant_for(now.saturating_add((s as i64).saturating_mul(1000)))
+    });
+    let mut rate = MessageRate::default();
+    let mut closed_sent = 0u64;
+    let mut shutdown = st.shutdown.clone();
+    loop {
+        let exhausted = last_minute.is_none_or(|l| minute > l);
+        let at = st.clock.instant_for(minute + offsets[phase].0);
+        tokio::select! {
+            _ = shutdown.recv() => {
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
+            _ = &mut dropped => {
+                // abrupt: no close frame, the TCP connection closes with the socket
+                debug!(connection = id, "dropped by the test hook");
+                return;
+            }
+            _ = async {
+                match lifetime_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                st.closed_lifetime.fetch_add(1, Ordering::Relaxed);
+                debug!(connection = id, "connection lifetime reached: closing");
+                let reason = "connection lifetime reached".to_string();
+                let _ = socket.send(close_with(close_code::NORMAL, reason)).await;
+                break;
+            }
+            _ = tokio::time::sleep_until(at), if !exhausted => {
+                let (offset, what) = offsets[phase];
+                let slot = st.phases.slot(minute, phase, st.catalog.len());
+                let mut sent = 0usize;
+                let mut failed = false;
+                for &i in &symbols {
+                    let enc = slot.events[i].get_or_init(|| encode(&st, i, minute, offset, what));
+                    let Some(enc) = enc else { continue };
+                    let text = if mode.wrapped { enc.combined.clone() } else { enc.raw.clone() };
+                    if socket.feed(Message::Text(text)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                    sent += 1;
+                }
+                if failed || socket.flush().await.is_err() {
+                    debug!(connection = id, "client went away");
+                    break;
+                }
+                if matches!(what, Phase::Closed) {
+                    if sent > 0 {
+                        st.log_sent(id, minute, sent);
+                    }
+                    closed_sent += 1;
+                    if st.cfg.drop_after.is_some_and(|n| closed_sent >= n) {
+                        let ev = serde_json::json!({"e": EVENT_SERVER_SHUTDOWN, "E": st.clock.now_ms()});
+                        let _ = socket.send(Message::Text(ev.to_string().into())).await;
+                        let _ = socket.send(Message::Close(None)).await;
+                        debug!(connection = id, closed_sent, "drop-after reached: closing");
+                        break;
+                    }
+                }
+                phase += 1;
+                if phase == offsets.len() {
+                    phase = 0;
+                    minute += MINUTE_MS;
+                }
+            }
+            _ = ping.tick() => {
+                if last_pong.elapsed() > ping_every * 3 + Duration::from_secs(1) {
+                    debug!(connection = id, "no pong: closing");
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                }
+                if socket.send(Message::Ping(axum::body::Bytes::from_static(b"replay"))).await.is_err() {
+                    break;
+                }
+            }
+            msg = socket.recv() => {
+                match msg {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {
+                        debug!(connection = id, "client closed");
+                        break;
+                    }
+                    Some(Ok(m)) => {
+                        if matches!(m, Message::Pong(_)) {
+                            last_pong = Instant::now();
+                        }
+                        if usdm && !rate.allow(Instant::now()) {
+                            st.closed_too_many_messages.fetch_add(1, Ordering::Relaxed);
+                            debug!(connection = id, "too many messages: closing");
+                            let reason = "too many messages".to_string();
+                            let _ = socket.send(close_with(close_code::POLICY, reason)).await;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    debug!(connection = id, closed_sent, "stream connection ended");
+}
