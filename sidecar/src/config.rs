@@ -219,6 +219,11 @@ pub struct ImportArgs {
     /// spot/...) or usdm (futures/um/...).
     #[arg(long, env = "MARKET", value_enum, default_value_t = crate::market::Market::Spot)]
     pub market: crate::market::Market,
+
+    /// Connections importing different symbols in parallel (files of one symbol always go
+    /// one after another, in the order given). Default: the number of CPUs, at most 4.
+    #[arg(long, env = "IMPORT_JOBS", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub jobs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -223,6 +223,8 @@ pub struct ImportConfig {
     pub batch_rows: usize,
     /// Market written with every row.
     pub market: crate::market::Market,
+    /// Connections importing different symbols in parallel (≥ 1).
+    pub jobs: usize,
 }
 
 /// Per-file (and total) counts.
@@ -259,28 +261,68 @@ impl ImportStats {
     }
 }
 
-/// Imports every file (alerts off), printing one line per file and a total line.
-/// Parsing runs on a blocking thread, overlapped with COPY.
+/// Imports `cfg.files` with up to `cfg.jobs` connections in parallel: files of one symbol are
+/// imported one after another in the order given (the screener state of an instrument is
+/// built in time order), different symbols concurrently. Prints one line per file as it
+/// finishes and a total; shows a progress bar on a terminal.
 pub async fn import_files(cfg: &ImportConfig) -> Result<Vec<ImportStats>, ImportError> {
-    let mut sink = CandleSink::connect(&cfg.database_url)
-        .await?
-        .with_market(cfg.market);
-    let mut all = Vec::new();
     let started = Instant::now();
-    let progress = Progress::new(&cfg.files);
-    for path in &cfg.files {
-        let stats = import_file_with_progress(
-            &mut sink,
-            path,
-            cfg.symbol.as_deref(),
-            cfg.batch_rows.max(1),
-            &progress,
-        )
-        .await?;
-        progress.println(stats.line());
-        all.push(stats);
+    let progress = Arc::new(Progress::new(&cfg.files));
+    let mut groups: Vec<(String, Vec<(usize, PathBuf)>)> = Vec::new();
+    for (i, path) in cfg.files.iter().enumerate() {
+        let symbol = resolve_symbol(path, cfg.symbol.as_deref())?;
+        match groups.iter_mut().find(|(s, _)| *s == symbol) {
+            Some((_, files)) => files.push((i, path.clone())),
+            None => groups.push((symbol, vec![(i, path.clone())])),
+        }
+    }
+    let jobs = cfg.jobs.clamp(1, groups.len().max(1));
+    let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+        groups,
+    )));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..jobs {
+        let (queue, progress, cfg) = (queue.clone(), progress.clone(), cfg.clone());
+        workers.spawn(async move {
+            let mut sink = CandleSink::connect(&cfg.database_url)
+                .await?
+                .with_market(cfg.market);
+            let mut done = Vec::new();
+            loop {
+                let next = queue.lock().expect("import queue").pop_front();
+                let Some((_, files)) = next else { break };
+                for (i, path) in files {
+                    let stats = import_file_with_progress(
+                        &mut sink,
+                        &path,
+                        cfg.symbol.as_deref(),
+                        cfg.batch_rows.max(1),
+                        &progress,
+                    )
+                    .await?;
+                    progress.println(stats.line());
+                    done.push((i, stats));
+                }
+            }
+            Ok::<_, ImportError>(done)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(res) = workers.join_next().await {
+        match res {
+            Ok(Ok(done)) => all.extend(done),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                return Err(ImportError::Io {
+                    file: "import worker".into(),
+                    source: std::io::Error::other(e),
+                })
+            }
+        }
     }
     progress.finish();
+    all.sort_by_key(|(i, _)| *i);
+    let all: Vec<ImportStats> = all.into_iter().map(|(_, s)| s).collect();
     let total = ImportStats {
         file: "total".into(),
         symbol: {

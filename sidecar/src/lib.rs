@@ -145,6 +145,11 @@ pub async fn run(
                 symbol: args.symbol,
                 batch_rows: args.batch_rows,
                 market: args.market,
+                jobs: args.jobs.map(|j| j as usize).unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get().min(4))
+                        .unwrap_or(1)
+                }),
             };
             tokio::select! {
                 r = import::import_files(&cfg) => { r.context("import")?; }

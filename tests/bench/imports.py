@@ -11,7 +11,9 @@ of one symbol (525,600 minutes, a deterministic random walk).
             temporary table, INSERT INTO bench.candles_1m SELECT ... ON CONFLICT DO NOTHING, on a
             table with the columns and primary key of market.candles_1m and no triggers;
   ta-feed   `ta-feed import --market spot FILES...` into a database with the full schema
-            (triggers maintain the screener head and day checkpoints; alerts off).
+            (triggers maintain the screener head and day checkpoints; alerts off), once with
+            `--jobs 1` (one connection, like the baseline) and once with the default (one
+            connection per CPU, at most 4, different symbols in parallel).
 Prints rows/s of both, the ratio (target >= 0.5), the size of schema market against
 candles_1m (target <= 2x), checks the screener heads right after the import against the engine
 run over all candles, and the one-year figure.
@@ -140,10 +142,12 @@ def baseline(base: str, files: list[tuple[str, int]]) -> float:
     return dt
 
 
-def ta_feed_import(base: str, ta_feed: str, files: list[str], db: str) -> float:
+def ta_feed_import(base: str, ta_feed: str, files: list[str], db: str,
+                   jobs: int | None = None) -> float:
     env = dict(os.environ, DATABASE_URL=db_url(base, db), RUST_LOG="warn")
+    extra = [] if jobs is None else ["--jobs", str(jobs)]
     t0 = time.monotonic()
-    subprocess.run([ta_feed, "import", "--market", "spot", *files], env=env, check=True,
+    subprocess.run([ta_feed, "import", "--market", "spot", *extra, *files], env=env, check=True,
                    stdout=subprocess.DEVNULL)
     return time.monotonic() - t0
 
@@ -165,12 +169,21 @@ def main() -> None:
     subprocess.run([a.ta_feed, "migrate"], env=dict(os.environ, DATABASE_URL=db_url(a.dsn, DB_FULL),
                                                     RUST_LOG="warn"),
                    check=True, stdout=subprocess.DEVNULL)
+    t_one = ta_feed_import(a.dsn, a.ta_feed, [p for p, _ in files], DB_FULL, jobs=1)
+    fresh(a.dsn, DB_FULL)
+    subprocess.run([a.ta_feed, "migrate"], env=dict(os.environ, DATABASE_URL=db_url(a.dsn, DB_FULL),
+                                                    RUST_LOG="warn"),
+                   check=True, stdout=subprocess.DEVNULL)
     t_feed = ta_feed_import(a.dsn, a.ta_feed, [p for p, _ in files], DB_FULL)
-    print(f"plain COPY + INSERT ON CONFLICT : {t_plain:7.2f} s  {rows / t_plain:10.0f} rows/s")
-    print(f"ta-feed import (full schema)    : {t_feed:7.2f} s  {rows / t_feed:10.0f} rows/s")
-    print(f"ratio ta-feed / plain (speed)   : {t_plain / t_feed:.2f}x   (target >= 0.5)")
+    print(f"plain COPY + INSERT ON CONFLICT : {t_plain:7.2f} s  {rows / t_plain:10.0f} rows/s"
+          " (one connection)")
+    print(f"ta-feed import --jobs 1         : {t_one:7.2f} s  {rows / t_one:10.0f} rows/s"
+          f"  ratio {t_plain / t_one:.2f}x")
+    print(f"ta-feed import (default jobs={os.cpu_count() and min(os.cpu_count(), 4)})  : "
+          f"{t_feed:7.2f} s  {rows / t_feed:10.0f} rows/s  ratio {t_plain / t_feed:.2f}x"
+          "   (target >= 0.5)")
 
-    with psycopg.connect(db_dsn(a.dsn, DB_FULL)) as c:
+    with psycopg.connect(db_dsn(a.dsn, DB_FULL), autocommit=True) as c:
         c.execute("VACUUM ANALYZE")
         candles, schema = c.execute(
             "SELECT pg_total_relation_size('market.candles_1m'),"

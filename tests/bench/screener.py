@@ -92,7 +92,7 @@ def close_step(conn: psycopg.Connection, minute: datetime, prices: dict[str, flo
         ct = minute + timedelta(seconds=59.999)
         buf.write(
             f"{sym}\t{minute.isoformat()}\t{ct.isoformat()}\t{o:.4f}\t{hi:.4f}\t{lo:.4f}\t{c:.4f}\t"
-            f"{vol:.5f}\t{vol * c:.8f}\t100\t{vol / 2:.5f}\t{vol * c / 2:.8f}\n"
+            f"{vol:.5f}\t{vol * c:.8f}\t100\t{vol / 2:.5f}\t{vol * c / 2:.8f}\tspot\n"
         )
         prices[sym] = float(f"{c:.4f}")
     data = buf.getvalue()
@@ -102,7 +102,7 @@ def close_step(conn: psycopg.Connection, minute: datetime, prices: dict[str, flo
             cp.write(data)
         conn.execute(
             "INSERT INTO market.candles_1m SELECT * FROM candles_in "
-            "ON CONFLICT (symbol, open_time) DO NOTHING"
+            "ON CONFLICT (market, symbol, open_time) DO NOTHING"
         )
     return (time.perf_counter() - t) * 1000
 

@@ -79,3 +79,18 @@ def wait_listening(replay: Child, deadline: float) -> str:
         if time.monotonic() > deadline:
             pytest.fail("ta-feed replay did not print its address in time")
         time.sleep(0.05)
+
+
+def finish(children: list[Child], ok: bool, dbname: str, logdir: str, tail: int = 30) -> None:
+    """Kill what still runs; on failure print each child's log tail, on success drop the test
+    database and the logs (logs are kept only on failure)."""
+    import shutil
+    for ch in children:
+        ch.kill()
+        ch.close()
+    if not ok:
+        for ch in children:
+            print(ch.tail(tail))
+    else:
+        pg.drop_database(dbname)
+        shutil.rmtree(logdir, ignore_errors=True)

@@ -57,7 +57,6 @@ import json
 import math
 import os
 import re
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -70,7 +69,7 @@ import pytest
 from common import binance_data as bd
 from common import pg
 from common import screener_ref as ref
-from common.procs import Child
+from common.procs import Child, finish
 
 psycopg = pytest.importorskip("psycopg")
 talib = pytest.importorskip("talib")
@@ -238,15 +237,7 @@ def test_end_to_end(tmp_path):
         print(f"[time] end-to-end test total: {time.monotonic() - t_start:.1f} s")
         ok = True
     finally:
-        for ch in children:
-            ch.kill()
-            ch.close()
-        if not ok:
-            for ch in children:
-                print(ch.tail())
-        else:
-            pg.drop_database(DB)
-            shutil.rmtree(logdir, ignore_errors=True)  # logs are kept only on failure
+        finish(children, ok, DB, logdir)
 
 
 def _count_lines(p: str) -> int:

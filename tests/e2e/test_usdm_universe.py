@@ -6,9 +6,9 @@ as PG_TA_USDM_CLONES (30) symbols by `--clone-symbols` (k = 0 the original, k >=
 {BASE}{k:02}USDT with prices and quote volumes x (1000 + k) / 1000, exact), at PG_TA_USDM_SPEED
 (60: one replayed minute per second). The replay forces connection rotations
 (`--connection-lifetime`, 15 real seconds; the stream rotates at 10), lists one symbol and
-delists another mid-run (`--list` / `--delist`), and the test drops one connection abruptly
+delists another mid-run (`--list` / `--delist`, 20 and 25 replayed minutes in), and the test drops one connection abruptly
 (`POST /_replay/drop-connection`). The stream shards 50 streams per connection (5 connections,
-a 6th for the listing), refreshes the universe every 3 s and stops after 60 live minutes.
+a 6th for the listing), refreshes the universe every 3 s and stops after 36 live minutes.
 
 A custom rule `heartbeat` (`price > 0`, no cooldown) fires for every instrument at every minute
 the database evaluates, so its alerts are exactly the set of evaluated (symbol, minute) pairs.
@@ -37,7 +37,6 @@ import gzip
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -49,7 +48,7 @@ import pytest
 
 from common import binance_data as bd
 from common import pg
-from common.procs import Child, wait_listening
+from common.procs import Child, finish, wait_listening
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -58,7 +57,7 @@ CLONES = int(os.environ.get("PG_TA_USDM_CLONES", "30"))
 SPEED = float(os.environ.get("PG_TA_USDM_SPEED", "60"))
 TIMEOUT = float(os.environ.get("PG_TA_USDM_TIMEOUT", "600"))
 PER_CONNECTION = 50
-LIVE_MINUTES = 60
+LIVE_MINUTES = 36
 BACKFILL_MINUTES = 240
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MINUTE = 60_000
@@ -92,20 +91,31 @@ def scaled(x: str, k: int) -> Decimal:
         return Decimal(x) * (1000 + k) / 1000
 
 
-def expected_series(files: list[str]) -> dict[str, dict[int, tuple]]:
-    """symbol -> open_time -> the 11 stored values, for every served symbol."""
-    out: dict[str, dict[int, tuple]] = {}
-    for f in files:
-        sym = bd.symbol_of(f)
-        rows = bd.read_klines12(f)
-        for k in range(CLONES):
-            out[clone_name(sym, k)] = {
-                r.open_time: (r.close_time, scaled(r.open, k), scaled(r.high, k),
-                              scaled(r.low, k), scaled(r.close, k), Decimal(r.volume),
-                              scaled(r.quote_volume, k), r.trades, Decimal(r.taker_buy_volume),
-                              scaled(r.taker_buy_quote_volume, k))
-                for r in rows}
-    return out
+class Expected:
+    """The replayed klines of every served symbol: each clone maps to (its file's rows, k)."""
+
+    def __init__(self, files: list[str]):
+        self.source: dict[str, tuple[dict, int]] = {}
+        for f in files:
+            rows = {r.open_time: r for r in bd.read_klines12(f)}
+            for k in range(CLONES):
+                self.source[clone_name(bd.symbol_of(f), k)] = (rows, k)
+
+    def symbols(self) -> list[str]:
+        return sorted(self.source)
+
+    def first_open(self) -> int:
+        return min(min(rows) for rows, _ in self.source.values())
+
+    def at(self, symbol: str, t: int):
+        """The 10 stored values after the key (close_time .. taker_buy_quote_volume)."""
+        rows, k = self.source[symbol]
+        r = rows.get(t)
+        if r is None:
+            return None
+        return (r.close_time, scaled(r.open, k), scaled(r.high, k), scaled(r.low, k),
+                scaled(r.close, k), Decimal(r.volume), scaled(r.quote_volume, k), r.trades,
+                Decimal(r.taker_buy_volume), scaled(r.taker_buy_quote_volume, k))
 
 
 def http(addr: str, path: str, method: str = "GET") -> dict:
@@ -155,12 +165,12 @@ def test_usdm_universe_end_to_end():
     files = futures_files()
     t0 = time.monotonic()
     deadline = t0 + TIMEOUT
-    expected = expected_series(files)
-    symbols = sorted(expected)
-    first_open = min(min(v) for v in expected.values())
+    expected = Expected(files)
+    symbols = expected.symbols()
+    first_open = expected.first_open()
     start = first_open + 1440 * MINUTE                # the replay's default start
     listed, delisted = clone_name("LINKUSDT", CLONES - 1), clone_name("ALGOUSDT", CLONES - 1)
-    list_at, delist_at = start + 45 * MINUTE, start + 50 * MINUTE
+    list_at, delist_at = start + 20 * MINUTE, start + 25 * MINUTE
     print(f"\n{len(symbols)} symbols from {len(files)} files; replay start {_iso(start)}; "
           f"{listed} listed at {_iso(list_at)}, {delisted} delisted at {_iso(delist_at)}")
 
@@ -190,6 +200,7 @@ def test_usdm_universe_end_to_end():
                                 " AND query ILIKE 'LISTEN%%'", (DB,)).fetchone()[0]:
                 assert listen.alive() and time.monotonic() < deadline, "listen did not start"
                 time.sleep(0.1)
+        print(f"[time] setup: {time.monotonic() - t0:.1f} s")
         stream = Child("stream", [
             "stream", "--market", "usdm", "--symbols", "all",
             "--ws-url", f"ws://{addr}", "--rest-url", f"http://{addr}",
@@ -211,6 +222,7 @@ def test_usdm_universe_end_to_end():
                     print(f"dropped connection: {dropped}")
                 time.sleep(0.5)
         assert stream.p.returncode == 0, "stream did not exit 0:\n" + stream.tail()
+        print(f"[time] stream finished: {time.monotonic() - t0:.1f} s")
         status = http(addr, "/_replay/status")
         print(f"replay status: { {k: v for k, v in status.items() if k != 'open'} }")
         with psycopg.connect(dsn, autocommit=True) as c:
@@ -229,15 +241,7 @@ def test_usdm_universe_end_to_end():
         print(f"[time] usdm end-to-end: {time.monotonic() - t0:.1f} s")
         ok = True
     finally:
-        for ch in children:
-            ch.kill()
-            ch.close()
-        if not ok:
-            for ch in children:
-                print(ch.tail(40))
-        else:
-            pg.drop_database(DB)
-            shutil.rmtree(logdir, ignore_errors=True)
+        finish(children, ok, DB, logdir, tail=40)
 
 
 def _count_lines(p: str) -> int:
@@ -275,7 +279,7 @@ def check_candles(conn, expected, symbols, log, listed, list_at, delisted, delis
         if times != list(range(times[0], times[-1] + MINUTE, MINUTE)):
             holes.append(sym)
         for r, t in zip(rs, times):
-            want = expected[sym].get(t)
+            want = expected.at(sym, t)
             got = (_ms(r[2]), *r[3:9], r[9], r[10], r[11])
             if want != got:
                 bad.append((sym, _iso(t), want, got))

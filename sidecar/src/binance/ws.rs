@@ -259,7 +259,25 @@ where
     let mut next: Option<Running> = None;
     let mut up = false;
     let mut rotate_at = Instant::now();
+    let mut symbols = cfg.symbols.clone();
+    let mut lists_open = true;
     loop {
+        if current.is_none() && symbols.borrow_and_update().is_empty() {
+            // Every symbol of this shard left the universe: park until it gets one again.
+            if up {
+                up = false;
+                let _ = tx.send(FeedEvent::Disconnected { connection: cfg.id });
+            }
+            info!(
+                connection = cfg.id,
+                "no symbols left on this connection; idle"
+            );
+            tokio::select! {
+                r = symbols.changed(), if lists_open => lists_open = r.is_ok(),
+                _ = shutdown.recv() => return reconnects,
+            }
+            continue;
+        }
         if current.is_none() {
             generation += 1;
             let run = spawn(generation);
@@ -276,6 +294,15 @@ where
                     let _ = tx.send(FeedEvent::Disconnected { connection: cfg.id });
                 }
                 return reconnects;
+            }
+            r = symbols.changed(), if lists_open => {
+                lists_open = r.is_ok();
+                if lists_open && symbols.borrow_and_update().is_empty() {
+                    for r in [current.take(), next.take()].into_iter().flatten() {
+                        r.stop.trigger();
+                        tokio::spawn(async move { let _ = r.handle.await; });
+                    }
+                }
             }
             _ = tokio::time::sleep_until(rotate_at), if next.is_none() => {
                 generation += 1;
@@ -705,6 +732,54 @@ mod tests {
             }
         }
         assert_eq!(connected, 1, "a rotation is not a reconnect for the writer");
+    }
+
+    /// A shard whose symbols all left the universe stops its session and idles (no
+    /// reconnects, no silent-connection errors) until it gets symbols again.
+    #[tokio::test(start_paused = true)]
+    async fn emptied_shard_parks() {
+        let opened: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let (trigger, shutdown) = Shutdown::new();
+        let (tx, mut rx) = unbounded_channel();
+        let (cfg, sym) = shard_cfg(Duration::from_secs(86_400));
+        let o2 = opened.clone();
+        let task = tokio::spawn(run_shard_with(
+            cfg,
+            Backoff::reconnect_default(),
+            tx,
+            shutdown,
+            move |mut ctx: SessionCtx| {
+                let opened = o2.clone();
+                async move {
+                    opened.lock().unwrap().push(ctx.generation);
+                    let _ = ctx.events.send((ctx.generation, SessionEvent::Up));
+                    ctx.stop.recv().await;
+                    Session {
+                        end: SessionEnd::Shutdown,
+                        delivered: false,
+                    }
+                }
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        sym.send(Vec::new()).unwrap();
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(*opened.lock().unwrap(), vec![1], "no reconnect while empty");
+        sym.send(vec!["ETHUSDT".into()]).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(*opened.lock().unwrap(), vec![1, 2]);
+        trigger.trigger();
+        task.await.unwrap();
+        let evs: Vec<FeedEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(
+            evs,
+            vec![
+                FeedEvent::Connected { connection: 0 },
+                FeedEvent::Disconnected { connection: 0 },
+                FeedEvent::Connected { connection: 0 },
+                FeedEvent::Disconnected { connection: 0 },
+            ]
+        );
     }
 
     /// A silent session (real session function against a local WebSocket server that
