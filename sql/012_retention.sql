@@ -19,6 +19,7 @@ DECLARE
   v_latest timestamptz;
   v_ts name := market._timescaledb_schema();
   v_n bigint;
+  v_try integer;
   i record;
 BEGIN
   SELECT * INTO s FROM market.settings;
@@ -39,8 +40,20 @@ BEGIN
     IF v_ts IS NOT NULL THEN
       -- drop_chunks bypasses the candle triggers: forget the checkpoints of dropped candles
       SELECT count(*) INTO v_n FROM market.candles_1m WHERE open_time < candles_cutoff;
-      EXECUTE format('SELECT count(*) FROM %I.drop_chunks(%L::regclass, older_than => %L::timestamptz)',
-                     v_ts, 'market.candles_1m', candles_cutoff);
+      -- a compression policy job working on the same chunks can deadlock with drop_chunks:
+      -- the loser of the two retries (after the job is done) instead of failing the call
+      FOR v_try IN 1..5 LOOP
+        BEGIN
+          EXECUTE format('SELECT count(*) FROM %I.drop_chunks(%L::regclass, older_than => %L::timestamptz)',
+                         v_ts, 'market.candles_1m', candles_cutoff);
+          EXIT;
+        EXCEPTION WHEN deadlock_detected OR lock_not_available THEN
+          IF v_try = 5 THEN
+            RAISE;
+          END IF;
+          PERFORM pg_sleep(0.2 * v_try);
+        END;
+      END LOOP;
       candles_deleted := v_n;
       DELETE FROM market.screener_checkpoints c
        WHERE c.open_time < candles_cutoff

@@ -12,7 +12,7 @@ SELECT m, timestamptz '2024-01-01 00:00' + (m || ' minutes')::interval AS open_t
        CASE WHEN m < 20 THEN 1000 ELSE 5000 END::numeric AS quote_volume
   FROM generate_series(0, 24) m;
 
--- one statement per minute, as a live feed writes
+-- one statement and one transaction per minute, as a live feed writes
 DO $$
 DECLARE r record;
 BEGIN
@@ -22,6 +22,7 @@ BEGIN
             CASE WHEN r.m < 20 THEN 100 ELSE r.close - 0.4 END, r.close + 0.1,
             CASE WHEN r.m < 20 THEN 100 ELSE r.close - 0.4 END - 0.1, r.close,
             r.quote_volume / r.close, r.quote_volume, 10, 0, 0);
+    COMMIT;
   END LOOP;
 END
 $$;

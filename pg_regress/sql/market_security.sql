@@ -86,25 +86,39 @@ RESET search_path;
 SELECT count(*) AS planted_calls FROM evil.calls;
 DROP SCHEMA evil CASCADE;
 
--- 6. Values that would break every reader are refused at the door (23514, constraint named)
-SELECT pg_temp.candle('SECUSDT', 22, 100, 'NaN');
-SELECT pg_temp.candle('SECUSDT', 22, 100, 1e1000);
-SELECT pg_temp.candle('SECUSDT', 22, 100, repeat('9', 1000)::numeric);
-SELECT pg_temp.candle('SECUSDT', 22, 100, -1);
-SELECT pg_temp.candle('SECUSDT', 22, 'Infinity');
-SELECT pg_temp.candle('SECUSDT', 22, 0);
-INSERT INTO market.candles_1m (symbol, open_time, close_time, open, high, low, close, volume,
-                               quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
-VALUES ('SECUSDT', '2024-03-01 00:22:30', '2024-03-01 00:23:29.999', 1, 2, 1, 2, 1, 1, 1, 0, 0);
-INSERT INTO market.candles_1m (symbol, open_time, close_time, open, high, low, close, volume,
-                               quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
-VALUES ('SECUSDT', '2024-03-01 00:22', '2024-03-01 00:22:59.999', 5, 2, 1, 2, 1, 1, 1, 0, 0);
-INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low, close,
-                               volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
-VALUES ('coinm', 'SECUSDT', '2024-03-01 00:22', '2024-03-01 00:22:59.999', 1, 2, 1, 2, 1, 1, 1, 0, 0);
-INSERT INTO market.candles_1m (symbol, open_time, close_time, open, high, low, close, volume,
-                               quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
-VALUES ('sec usdt''; --', '2024-03-01 00:22', '2024-03-01 00:22:59.999', 1, 2, 1, 2, 1, 1, 1, 0, 0);
+-- 6. Values that would break every reader are refused at the door (23514, constraint named;
+-- printed as SQLSTATE and constraint, because TimescaleDB names the chunk, not the table)
+CREATE FUNCTION pg_temp.refused(p_sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE v_state text; v_constraint text;
+BEGIN
+  EXECUTE p_sql;
+  RETURN 'stored';
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_constraint = CONSTRAINT_NAME;
+  RETURN v_state || ' ' || v_constraint;
+END
+$$;
+GRANT EXECUTE ON FUNCTION pg_temp.refused(text) TO ta_writer;
+SELECT pg_temp.refused(q) AS refused FROM (VALUES
+  (1, $q$SELECT pg_temp.candle('SECUSDT', 22, 100, 'NaN')$q$),
+  (2, $q$SELECT pg_temp.candle('SECUSDT', 22, 100, 1e1000)$q$),
+  (3, $q$SELECT pg_temp.candle('SECUSDT', 22, 100, repeat('9', 1000)::numeric)$q$),
+  (4, $q$SELECT pg_temp.candle('SECUSDT', 22, 100, -1)$q$),
+  (5, $q$SELECT pg_temp.candle('SECUSDT', 22, 'Infinity')$q$),
+  (6, $q$SELECT pg_temp.candle('SECUSDT', 22, 0)$q$),
+  (7, $q$INSERT INTO market.candles_1m (symbol, open_time, close_time, open, high, low, close,
+        volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
+      VALUES ('SECUSDT', '2024-03-01 00:22:30', '2024-03-01 00:23:29.999', 1, 2, 1, 2, 1, 1, 1, 0, 0)$q$),
+  (8, $q$INSERT INTO market.candles_1m (symbol, open_time, close_time, open, high, low, close,
+        volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
+      VALUES ('SECUSDT', '2024-03-01 00:22', '2024-03-01 00:22:59.999', 5, 2, 1, 2, 1, 1, 1, 0, 0)$q$),
+  (9, $q$INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low,
+        close, volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
+      VALUES ('coinm', 'SECUSDT', '2024-03-01 00:22', '2024-03-01 00:22:59.999', 1, 2, 1, 2, 1, 1, 1, 0, 0)$q$),
+  (10, $q$INSERT INTO market.candles_1m (symbol, open_time, close_time, open, high, low, close,
+        volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
+      VALUES ('sec usdt''; --', '2024-03-01 00:22', '2024-03-01 00:22:59.999', 1, 2, 1, 2, 1, 1, 1, 0, 0)$q$)
+) AS t(n, q) ORDER BY n;
 -- nothing of it was stored, the screener reads fine
 SELECT count(*) AS candles, max(open_time) AS newest FROM market.candles_1m WHERE symbol = 'SECUSDT';
 SELECT symbol, candles, price FROM market.screener WHERE symbol = 'SECUSDT';

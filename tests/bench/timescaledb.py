@@ -38,8 +38,9 @@ QUERIES = {
     "Q1 one instrument-month": "SELECT * FROM market.candles_1m WHERE market = 'spot'"
                                " AND symbol = 'BTCUSDT' AND open_time >= '2023-04-01'"
                                " AND open_time < '2023-05-01' ORDER BY open_time",
-    "Q2 rsi over one history": "SELECT count(ta.rsi(close, 14) OVER (ORDER BY open_time))"
-                               " FROM market.candles_1m WHERE market = 'usdm' AND symbol = 'FILUSDT'",
+    "Q2 rsi over one history": "SELECT count(r) FROM (SELECT ta.rsi(close, 14) OVER"
+                               " (ORDER BY open_time) AS r FROM market.candles_1m"
+                               " WHERE market = 'usdm' AND symbol = 'FILUSDT') s",
     "Q3 daily bars, all": "SELECT market, symbol, time_bucket('1 day', open_time), max(high),"
                           " min(low), sum(quote_volume) FROM market.candles_1m GROUP BY 1, 2, 3",
     "Q4 screener_range 1 day": "SELECT count(*) FROM market.screener_range('2023-04-20',"
