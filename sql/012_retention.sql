@@ -38,22 +38,24 @@ BEGIN
     candles_cutoff := date_bin('1 day', v_latest - s.candles_retention,
                                timestamptz '2000-01-01 00:00:00+00');
     IF v_ts IS NOT NULL THEN
-      -- drop_chunks bypasses the candle triggers: forget the checkpoints of dropped candles
-      SELECT count(*) INTO v_n FROM market.candles_1m WHERE open_time < candles_cutoff;
       -- a compression policy job working on the same chunks can deadlock with drop_chunks:
-      -- the loser of the two retries (after the job is done) instead of failing the call
-      FOR v_try IN 1..5 LOOP
+      -- the loser of the two retries (after the job is done) instead of failing the call.  The
+      -- count reads the chunks too, so it sits in the same subtransaction: rolling back releases
+      -- every chunk lock this call took, and the job can finish before the next try
+      FOR v_try IN 1..10 LOOP
         BEGIN
+          SELECT count(*) INTO v_n FROM market.candles_1m WHERE open_time < candles_cutoff;
           EXECUTE format('SELECT count(*) FROM %I.drop_chunks(%L::regclass, older_than => %L::timestamptz)',
                          v_ts, 'market.candles_1m', candles_cutoff);
           EXIT;
         EXCEPTION WHEN deadlock_detected OR lock_not_available THEN
-          IF v_try = 5 THEN
+          IF v_try = 10 THEN
             RAISE;
           END IF;
           PERFORM pg_sleep(0.2 * v_try);
         END;
       END LOOP;
+      -- drop_chunks bypasses the candle triggers: forget the checkpoints of dropped candles
       candles_deleted := v_n;
       DELETE FROM market.screener_checkpoints c
        WHERE c.open_time < candles_cutoff

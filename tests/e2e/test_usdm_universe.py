@@ -212,16 +212,25 @@ def test_usdm_universe_end_to_end():
             logdir, env)
         children.append(stream)
 
-        # drop one connection once the live phase runs
+        # Drop one connection in the live phase, one that is 2-5 s old: its predecessor closed
+        # when it delivered (about 1 s), and its own rotation (at 10 s) is at least 5 s away, so
+        # the drop is a plain reconnect. (A connection dropped while its replacement is opening
+        # is not a reconnect: the replacement simply takes over.)
         dropped = None
-        with psycopg.connect(dsn, autocommit=True) as c:
-            while stream.alive():
-                assert time.monotonic() < deadline, "stream did not finish in time"
-                if dropped is None and "start-up backfill finished" in stream.stderr_text():
-                    time.sleep(5)
-                    dropped = http(addr, "/_replay/drop-connection", "POST")
-                    print(f"dropped connection: {dropped}")
-                time.sleep(0.5)
+        first_round = -(-(len(symbols) - 1) // PER_CONNECTION)  # shards before the listing
+        while stream.alive():
+            assert time.monotonic() < deadline, "stream did not finish in time"
+            log = stream.stderr_text()
+            if (dropped is None and "start-up backfill finished" in log
+                    and len(re.findall(r"rotated: replacement delivers", log)) >= first_round):
+                st = http(addr, "/_replay/status")
+                ages = {o["id"]: (st["now_ms"] - o["opened_replay_ms"]) / SPEED / 1000
+                        for o in st["open"]}
+                pick = [i for i, a in sorted(ages.items()) if 2.0 <= a <= 5.0]
+                if pick:
+                    dropped = http(addr, f"/_replay/drop-connection?id={pick[0]}", "POST")
+                    print(f"dropped connection: {dropped} (age {ages[pick[0]]:.1f} s)")
+            time.sleep(0.2)
         assert stream.p.returncode == 0, "stream did not exit 0:\n" + stream.tail()
         print(f"[time] stream finished: {time.monotonic() - t0:.1f} s")
         status = http(addr, "/_replay/status")

@@ -348,7 +348,7 @@ where
                 let c = current.take().expect("current");
                 if let Some(n) = next.take() {
                     // The old one ended during a rotation: the replacement takes over.
-                    debug!(connection = cfg.id, end = ?s.end, "old connection ended during rotation");
+                    info!(connection = cfg.id, end = ?s.end, "old connection ended during rotation; the replacement takes over");
                     rotate_at = n.opened + cfg.max_age;
                     current = Some(n);
                     continue;
