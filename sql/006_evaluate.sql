@@ -209,10 +209,14 @@ BEGIN
 
   -- retention, in candle time; a candle dated in the future (a loader's ms/us mistake, or a
   -- hostile writer) must not make everything else look old: "now" is at most a day ahead of
-  -- the server clock (as in market.apply_retention)
-  SELECT least(max(r.open_time), now() + interval '1 day') INTO v_latest FROM unnest(p_rows) r;
-  DELETE FROM market.alert_history
-   WHERE open_time < v_latest - (SELECT alert_history_retention FROM market.settings);
+  -- the server clock (as in market.apply_retention); no rows, no candle time: nothing is old
+  -- (least() would skip the NULL and fall back to the clock)
+  SELECT max(r.open_time) INTO v_latest FROM unnest(p_rows) r;
+  IF v_latest IS NOT NULL THEN
+    DELETE FROM market.alert_history
+     WHERE open_time < least(v_latest, now() + interval '1 day')
+                       - (SELECT alert_history_retention FROM market.settings);
+  END IF;
   RETURN coalesce(cardinality(v_ids), 0);
 END
 $$;

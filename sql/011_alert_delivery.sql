@@ -21,6 +21,8 @@ BEGIN
       CREATE ROLE ta_notifier NOLOGIN;
     EXCEPTION WHEN insufficient_privilege THEN
       RAISE NOTICE 'pg_ta: cannot create role ta_notifier (needs CREATEROLE); skipped';
+    WHEN duplicate_object OR unique_violation THEN
+      NULL;  -- roles are cluster-wide: a migration of another database created it meanwhile
     END;
   END IF;
 END

@@ -24,15 +24,16 @@ DECLARE
 BEGIN
   SELECT * INTO s FROM market.settings;
   -- candle time, but at most a day ahead of the server clock: one candle dated in the future
-  -- (a loader's ms/us mistake, or a hostile writer) must not make every instrument look old
-  SELECT least(max(h.open_time), now() + interval '1 day') INTO v_latest
-    FROM market.screener_state h;
+  -- (a loader's ms/us mistake, or a hostile writer) must not make every instrument look old.
+  -- No candles: no candle time, nothing is old (least() would skip the NULL and use the clock)
+  SELECT max(h.open_time) INTO v_latest FROM market.screener_state h;
   candles_deleted := 0;
   alerts_deleted := 0;
   deliveries_deleted := 0;
   IF v_latest IS NULL THEN
     RETURN;
   END IF;
+  v_latest := least(v_latest, now() + interval '1 day');
 
   IF s.candles_retention IS NOT NULL THEN
     candles_cutoff := date_bin('1 day', v_latest - s.candles_retention,

@@ -25,6 +25,8 @@ BEGIN
         EXECUTE format('CREATE ROLE %I NOLOGIN', r);
       EXCEPTION WHEN insufficient_privilege THEN
         RAISE NOTICE 'pg_ta: cannot create role % (needs CREATEROLE); skipped', r;
+      WHEN duplicate_object OR unique_violation THEN
+        NULL;  -- roles are cluster-wide: a migration of another database created it meanwhile
       END;
     END IF;
   END LOOP;

@@ -5,6 +5,17 @@ SET client_min_messages = warning;
 SET TIME ZONE 'UTC';
 SET market.evaluate_alerts = off;  -- this test's candles fire nothing
 
+-- no candles, no candle time: nothing is old (an alert of 2021 stays; the server clock is
+-- not a fallback "now").  In a transaction that hides every instrument's head.
+BEGIN;
+DELETE FROM market.screener_state;
+INSERT INTO market.alert_history (market, symbol, rule_id, rule, open_time, close_time, price, payload)
+SELECT 'spot', 'OLDUSDT', rule_id, name, '2021-05-19 01:25', '2021-05-19 01:25:59.999', 1, '{}'
+  FROM market.alert_rules ORDER BY rule_id LIMIT 1;
+SELECT candles_cutoff, alerts_cutoff, alerts_deleted FROM market.apply_retention();
+SELECT count(*) AS old_alert_kept FROM market.alert_history WHERE symbol = 'OLDUSDT';
+ROLLBACK;
+
 -- 6 days of one candle per hour for one instrument (other tests' data is left alone: it is
 -- older than nothing here, and candles_retention stays NULL for them afterwards)
 INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low, close,

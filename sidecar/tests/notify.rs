@@ -809,15 +809,29 @@ async fn forge(c: &tokio_postgres::Client, payloads: Vec<String>) {
     }
 }
 
-/// Waits until a session of this database has run LISTEN last.
-async fn wait_listener(c: &tokio_postgres::Client) {
+/// The backends of this database now.
+async fn backends(c: &tokio_postgres::Client) -> Vec<i32> {
+    c.query(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Waits until a session of this database other than `before` (a notifier that stopped may
+/// still be listed while it exits) has run LISTEN last.
+async fn wait_listener(c: &tokio_postgres::Client, before: &[i32]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let n: i64 = c
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                        AND query ILIKE 'LISTEN%'",
-                &[],
+                        AND query ILIKE 'LISTEN%' AND pid <> ALL ($1)",
+                &[&before],
             )
             .await
             .unwrap()
@@ -902,8 +916,9 @@ async fn forged_notifications_are_ignored_by_listen_and_notify() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut out: Vec<u8> = Vec::new();
     let url = db.url.clone();
+    let before = backends(&c).await;
     let sender = async {
-        wait_listener(&c).await;
+        wait_listener(&c, &before).await;
         let mut all = forged_payloads.clone();
         all.insert(1, stored.clone());
         all.push(stored.clone()); // a replay of the genuine one
