@@ -166,3 +166,28 @@ def test_retention_drops_whole_days_and_keeps_values(db):
         assert c.execute("SELECT \"row\"::text FROM market.screener_state WHERE market = 'usdm'"
                          ).fetchone()[0] == head
         c.execute("UPDATE market.settings SET candles_retention = NULL")
+
+
+def test_policy_jobs_run(db):
+    """Every job migrate schedules runs to completion (in the foreground, with run_job: what the
+    scheduler does in a background worker), and does its work: the compression policy
+    compresses every chunk older than compress_after, the refresh policies materialize the
+    rollups (equal to the plain definition), the retention job keeps what settings keep."""
+    with psycopg.connect(db, autocommit=True) as c:
+        jobs = c.execute("SELECT job_id, proc_name FROM timescaledb_information.jobs"
+                         " WHERE proc_schema = 'market' OR hypertable_schema = 'market'"
+                         " ORDER BY job_id").fetchall()
+        assert len(jobs) == 2 + len(ROLLUPS), jobs
+        candles = c.execute("SELECT count(*) FROM market.candles_1m").fetchone()[0]
+        old_chunks = ("SELECT count(*) FILTER (WHERE NOT is_compressed), count(*)"
+                      " FROM timescaledb_information.chunks WHERE hypertable_schema = 'market'"
+                      " AND hypertable_name = 'candles_1m'"
+                      " AND range_end < now() - (SELECT compress_after FROM market.settings)")
+        before = c.execute(old_chunks).fetchone()
+        assert before[0] > 0, f"every chunk is compressed already: {before}"
+        for job_id, proc in jobs:
+            c.execute("CALL run_job(%s)", (job_id,))
+        after = c.execute(old_chunks).fetchone()
+        assert after[0] == 0 and after[1] > 30, f"chunks left uncompressed by the policy: {after}"
+        _rollups_equal_reference(c)
+        assert c.execute("SELECT count(*) FROM market.candles_1m").fetchone()[0] == candles

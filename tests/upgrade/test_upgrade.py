@@ -120,18 +120,21 @@ def _dump_market(dbname: str) -> str:
     p = subprocess.run([os.path.join(bindir, "pg_dump"), "--schema-only", "--schema=market",
                         "--no-owner", pg.url_for(dbname)], capture_output=True, text=True,
                        check=True)
-    lines = [line for line in p.stdout.splitlines()
-             if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict"))]
-    # privileges are listed in the order they were granted: compare each run of them as a set
-    out, run = [], []
-    for line in lines + [""]:
-        if line.startswith(("GRANT ", "REVOKE ")):
-            run.append(line)
-            continue
-        out.extend(sorted(run))
-        run = []
-        out.append(line)
-    return "\n".join(out)
+    # one block per dumped object (pg_dump heads each with "-- Name: ..."); the dump's order
+    # follows dependencies and creation history (an upgraded table predates its new sequence),
+    # so the objects are compared as a set, and privileges (listed in the order they were
+    # granted) as a set per object
+    blocks, cur = [], []
+    for line in p.stdout.splitlines() + ["-- Name: end"]:
+        if line.startswith("-- Name: "):
+            grants = sorted(x for x in cur if x.startswith(("GRANT ", "REVOKE ")))
+            rest = [x for x in cur if not x.startswith(("GRANT ", "REVOKE "))]
+            if rest or grants:
+                blocks.append("\n".join(rest + grants))
+            cur = []
+        elif line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict")):
+            cur.append(line)
+    return "\n".join(sorted(blocks))
 
 
 @pytest.fixture(scope="module")
