@@ -11,6 +11,26 @@ COMMENT ON SCHEMA market IS
   'pg_ta data schema: Binance 1m candles per (market, symbol), screener state, alert rules, '
   'alert history and delivery.';
 
+-- The group roles (NOLOGIN) every later file grants to; what each may do is 090_roles.sql's.
+-- Roles are cluster-wide: created once, kept when a database is dropped.
+DO $$
+DECLARE
+  r text;
+BEGIN
+  FOREACH r IN ARRAY ARRAY['ta_reader', 'ta_writer', 'ta_rule_admin', 'ta_notifier'] LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+      BEGIN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+      EXCEPTION WHEN insufficient_privilege THEN
+        RAISE NOTICE 'pg_ta: cannot create role % (needs CREATEROLE); skipped', r;
+      WHEN duplicate_object OR unique_violation THEN
+        NULL;  -- roles are cluster-wide: a migration of another database created it meanwhile
+      END;
+    END IF;
+  END LOOP;
+END
+$$;
+
 CREATE EXTENSION IF NOT EXISTS pg_ta;
 
 -- A database created by an earlier release keeps its pg_ta version until ALTER EXTENSION

@@ -9,29 +9,13 @@
 --                  tune presets' config, edit market.settings, manage sinks (writing secrets
 --                  it cannot read back) and subscriptions.
 --   ta_notifier    ta_reader + read sink secrets, record delivery outcomes (ta-feed notify).
--- Creating roles needs CREATEROLE; when the applying role lacks it, the roles are skipped
--- with a NOTICE and the grants below are applied only to roles that exist.
+-- The roles are created by 001_schema.sql (first, so every file's grants find them); when the
+-- applying role lacks CREATEROLE they are skipped with a NOTICE and the grants below are
+-- applied only to roles that exist.
 --
 -- Internal functions that feed trusted paths (state maintenance, evaluation, retention,
 -- rebuild) are not executable by PUBLIC; nor are pg_ta's screener cache functions (revoked
 -- in the extension).  See README "Security".
-DO $$
-DECLARE
-  r text;
-BEGIN
-  FOREACH r IN ARRAY ARRAY['ta_reader', 'ta_writer', 'ta_rule_admin', 'ta_notifier'] LOOP
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
-      BEGIN
-        EXECUTE format('CREATE ROLE %I NOLOGIN', r);
-      EXCEPTION WHEN insufficient_privilege THEN
-        RAISE NOTICE 'pg_ta: cannot create role % (needs CREATEROLE); skipped', r;
-      WHEN duplicate_object OR unique_violation THEN
-        NULL;  -- roles are cluster-wide: a migration of another database created it meanwhile
-      END;
-    END IF;
-  END LOOP;
-END
-$$;
 
 -- Functions: nothing for PUBLIC by default, then exactly what each role needs.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA market FROM PUBLIC;
