@@ -141,6 +141,9 @@ pub enum GapTrigger {
     Startup,
     /// A live kline arrived more than one minute after the last written one.
     Live,
+    /// A symbol left the universe: its minutes closed since the last written one (its last
+    /// kline may still have been in flight). A missing tail is the delisting, not a gap.
+    Delisting,
 }
 
 impl GapTrigger {
@@ -148,6 +151,7 @@ impl GapTrigger {
         match self {
             GapTrigger::Startup => "startup",
             GapTrigger::Live => "live",
+            GapTrigger::Delisting => "delisting",
         }
     }
 }
@@ -170,7 +174,7 @@ pub async fn fill_gap(
 ) -> Result<BackfillOutcome, SinkError> {
     let expected = (to_ms - from_ms) / MINUTE_MS + 1;
     let mut events = Vec::new();
-    let outcome = match backfill_range(
+    let mut outcome = match backfill_range(
         rest,
         sink,
         symbol,
@@ -216,6 +220,10 @@ pub async fn fill_gap(
                 "pages": outcome.pages,
             }),
         });
+    }
+    if trigger == GapTrigger::Delisting {
+        // the exchange has no klines after the delisting: that tail is not a gap
+        outcome.missing.retain(|&(_, b)| b < to_ms);
     }
     for &(a, b) in &outcome.missing {
         events.push(QualityEvent {

@@ -619,7 +619,7 @@ impl Writer {
                         None => break,
                     },
                     _ = refresh.tick(), if refresh_on => {
-                        self.refresh_universe(shards).await?;
+                        self.refresh_universe(shards, shutdown).await?;
                         continue;
                     }
                 }
@@ -738,8 +738,14 @@ impl Writer {
     }
 
     /// Re-reads exchangeInfo: streams new symbols (own connection + backfill), stops writing
-    /// those that left. Errors are logged; the universe stays as it was.
-    async fn refresh_universe(&mut self, shards: &mut Shards) -> Result<(), StreamError> {
+    /// those that left, after fetching over REST the minutes they closed since their last
+    /// written one (the last kline may still be in flight when exchangeInfo shows the symbol
+    /// gone). Errors are logged; the universe stays as it was.
+    async fn refresh_universe(
+        &mut self,
+        shards: &mut Shards,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), StreamError> {
         let now = match resolve_universe(&self.rest, &self.source, &self.exclude).await {
             Ok(u) => u,
             Err(StreamError::Rest(e)) => {
@@ -764,9 +770,35 @@ impl Writer {
             debug!(symbols = now.len(), "universe unchanged");
             return Ok(());
         }
-        let at = Some(from_ms(self.exchange_time_ms.max(0)));
+        if delisted.iter().any(|s| self.buffered.contains_key(s)) {
+            self.flush_or_shutdown(shutdown).await?; // their buffered minute first, in order
+        }
+        // the exchange clock now (the last kline's event time lags it by up to a minute)
+        let exchange_now = if delisted.is_empty() {
+            self.exchange_time_ms
+        } else {
+            match self.rest.server_time().await {
+                Ok(t) => t.max(self.exchange_time_ms),
+                Err(e) => {
+                    warn!(error = %e, "server time unavailable; closing minutes of delisted symbols up to the last kline's time");
+                    self.exchange_time_ms
+                }
+            }
+        };
+        let at = Some(from_ms(exchange_now.max(0)));
+        let closed_to = last_closed_open_ms(exchange_now);
+        let hold_from = self.catchup_from(exchange_now);
+        let mut held = Vec::new();
         let mut events = Vec::new();
         for s in &delisted {
+            if let Some(&last) = self.last_written.get(s) {
+                if closed_to > last {
+                    let mut recovered = self
+                        .recover(s, last, closed_to, GapTrigger::Delisting, hold_from)
+                        .await?;
+                    held.append(&mut recovered);
+                }
+            }
             warn!(symbol = %s, market = %self.market, "symbol left the universe (delisted or not trading): no longer streamed, history kept");
             self.active.remove(s);
             shards.remove(s);
@@ -799,6 +831,7 @@ impl Writer {
         metrics::counter!(metric::SYMBOLS_DELISTED).increment(delisted.len() as u64);
         metrics::gauge!(metric::SYMBOLS).set(self.symbols.len() as f64);
         self.sink.log_quality(&events, None).await?;
+        self.write_catchup(held).await?;
         if !listed.is_empty() {
             let before = shards.lists.len();
             shards.open(&listed);
@@ -838,6 +871,38 @@ impl Writer {
         }
     }
 
+    /// Fills `symbol` over REST from the minute after `last` (its last written one) to
+    /// `to_ms`; returns the recovered minutes from `hold_from` on, for
+    /// [`Writer::write_catchup`] to write with alerts.
+    async fn recover(
+        &mut self,
+        symbol: &str,
+        last: i64,
+        to_ms: i64,
+        trigger: GapTrigger,
+        hold_from: Option<i64>,
+    ) -> Result<Vec<Kline>, StreamError> {
+        let outcome = fill_gap(
+            &self.rest,
+            &mut self.sink,
+            symbol,
+            last + MINUTE_MS,
+            to_ms,
+            None,
+            trigger,
+            hold_from,
+        )
+        .await?;
+        self.summary.gaps_filled += 1;
+        self.summary.backfilled_rows += outcome.written;
+        if let Some(l) = outcome.last_open_ms {
+            if outcome.held.is_empty() {
+                self.last_written.insert(symbol.to_string(), l.max(last));
+            }
+        }
+        Ok(outcome.held)
+    }
+
     /// Gap-fills every symbol of `batch` that skipped minutes (recent recovered minutes
     /// with alerts, one statement per minute), then writes the batch with alerts evaluated.
     async fn write_live(
@@ -851,25 +916,10 @@ impl Writer {
             if let Some(&last) = self.last_written.get(&k.symbol) {
                 let t = k.open_time_ms();
                 if t > last + MINUTE_MS {
-                    let mut outcome = fill_gap(
-                        &self.rest,
-                        &mut self.sink,
-                        &k.symbol,
-                        last + MINUTE_MS,
-                        t - MINUTE_MS,
-                        None,
-                        GapTrigger::Live,
-                        hold_from,
-                    )
-                    .await?;
-                    self.summary.gaps_filled += 1;
-                    self.summary.backfilled_rows += outcome.written;
-                    if let Some(l) = outcome.last_open_ms {
-                        if outcome.held.is_empty() {
-                            self.last_written.insert(k.symbol.clone(), l.max(last));
-                        }
-                    }
-                    held.append(&mut outcome.held);
+                    let mut recovered = self
+                        .recover(&k.symbol, last, t - MINUTE_MS, GapTrigger::Live, hold_from)
+                        .await?;
+                    held.append(&mut recovered);
                 }
             }
         }

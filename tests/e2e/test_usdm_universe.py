@@ -161,6 +161,57 @@ def test_usdm_discovery_from_recorded_exchange_info(tmp_path):
         replay.close()
 
 
+def test_delisted_symbol_keeps_its_last_minute():
+    """exchangeInfo shows a delisting before the symbol's last closed kline arrives (futures
+    klines close ~2 s after the minute): that minute is fetched over REST, not lost. The close
+    delay is stretched to 3 real seconds and exchangeInfo read every second, so the refresh
+    always sees the delisting first."""
+    pg.server_dsn()
+    files = [f for f in futures_files() if bd.symbol_of(f) in ("ALGOUSDT", "LTCUSDT")]
+    first_open = min(bd.read_klines12(files[0])[0].open_time,
+                     bd.read_klines12(files[1])[0].open_time)
+    start = first_open + 1440 * MINUTE
+    delist_at = start + 2 * MINUTE
+    db = "pg_ta_usdm_delist"
+    pg.fresh_database(db)
+    pg.migrate(db)
+    logdir = tempfile.mkdtemp(prefix="pg_ta_usdm_delist_")
+    env = dict(os.environ, DATABASE_URL=pg.url_for(db), NO_COLOR="1", RUST_LOG="info")
+    deadline = time.monotonic() + 120
+    children: list[Child] = []
+    ok = False
+    try:
+        replay = Child("replay", [
+            "replay", "--market", "usdm", "--speed", "10", "--close-delay-ms", "30000",
+            "--delist", f"ALGOUSDT@{delist_at}", *[a for f in files for a in ("--file", f)]],
+            logdir, env)
+        children.append(replay)
+        addr = wait_listening(replay, deadline)
+        stream = Child("stream", [
+            "stream", "--market", "usdm", "--symbols", "all", "--ws-url", f"ws://{addr}",
+            "--rest-url", f"http://{addr}", "--backfill-minutes", "30",
+            "--universe-refresh-secs", "1", "--stop-after-minutes", "4"], logdir, env)
+        children.append(stream)
+        while stream.alive():
+            assert time.monotonic() < deadline, "stream did not finish in time"
+            time.sleep(0.2)
+        assert stream.p.returncode == 0, stream.tail()
+        with psycopg.connect(pg.dsn_for(db), autocommit=True) as c:
+            last = c.execute("SELECT max(open_time) FROM market.candles_1m"
+                             " WHERE symbol = 'ALGOUSDT'").fetchone()[0]
+            assert _ms(last) == delist_at - MINUTE, f"ALGOUSDT ends at {last}"
+            tail = c.execute("SELECT rows FROM market.data_quality_log WHERE kind = 'gap_filled'"
+                             " AND symbol = 'ALGOUSDT' AND detail->>'trigger' = 'delisting'"
+                             ).fetchall()
+            assert tail == [(1,)], f"the last minute came over REST once: {tail}"
+            assert c.execute("SELECT count(*) FROM market.data_quality_log"
+                             " WHERE kind = 'gap_unfilled'").fetchone()[0] == 0
+        assert replay.interrupt() == 0
+        ok = True
+    finally:
+        finish(children, ok, db, logdir)
+
+
 def test_usdm_universe_end_to_end():
     pg.server_dsn()
     files = futures_files()
