@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Single source of the indicator aggregates' SQL (CREATE AGGREGATE + COMMENT ON) and of the
-SQL reference (README.md, between the gen.py markers).
+SQL reference (docs/reference.md, between the gen.py markers).
 
     python3 extension/src/pg/sql/gen.py      # rewrites extension/src/pg/sql/*.sql and the docs
 
@@ -268,7 +268,7 @@ def doc_entry(a):
 
 
 def write_docs():
-    path = os.path.join(ROOT, "README.md")
+    path = os.path.join(ROOT, "docs", "reference.md")
     begin, end = "<!-- BEGIN GENERATED: gen.py -->", "<!-- END GENERATED: gen.py -->"
     text = open(path).read()
     i, j = text.index(begin) + len(begin), text.index(end)
