@@ -2,8 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PG_CONFIG     ?= /usr/lib/postgresql/15/bin/pg_config
-DEV_DIR       ?= .data/dev
+# PostgreSQL major for `make run`, `make install` and the benches: 18 (default) or 15
+PG_MAJOR      ?= 18
+PG_CONFIG     ?= $(shell .ci/pg-config $(PG_MAJOR))
+DEV_DIR       ?= .data/dev-$(PG_MAJOR)
 DEV_PORT      ?= 5433
 SYMBOLS       ?= BTCUSDT,ETHUSDT
 MARKET        ?= spot
@@ -13,10 +15,11 @@ TA_FEED        = target/release/ta-feed
 .PHONY: help deps install feed run test bench bench-indicators bench-screener bench-engine bench-import bench-timescaledb bench-feed fmt lint clean-data
 
 help:
-	@echo "make run    install what is missing, build, start a local cluster (.data/, 127.0.0.1:$(DEV_PORT)),"
-	@echo "            apply sql/, stream $(SYMBOLS) from Binance (DATABASE_URL, BINANCE_WS_URL,"
-	@echo "            BINANCE_REST_URL, MARKET=spot|usdm, SYMBOLS=a,b|all override)"
-	@echo "make test   everything CI runs (.ci/run calls exactly this)"
+	@echo "make run    install what is missing, build, start a local PostgreSQL $(PG_MAJOR) cluster"
+	@echo "            ($(DEV_DIR), 127.0.0.1:$(DEV_PORT)), apply sql/, stream $(SYMBOLS) from Binance"
+	@echo "            (PG_MAJOR=15|18, DATABASE_URL, BINANCE_WS_URL, BINANCE_REST_URL, MARKET=spot|usdm,"
+	@echo "            SYMBOLS=a,b|all override)"
+	@echo "make test   everything CI runs, on PostgreSQL 18 and 15 (.ci/run calls exactly this)"
 	@echo "make bench  the indicator and screener benchmarks (prints ratios and latencies)"
 
 deps:
@@ -34,7 +37,7 @@ feed:
 run: install feed
 	@set -euo pipefail; \
 	if [ -z "$${DATABASE_URL:-}" ]; then \
-	  .ci/cluster start $(DEV_DIR) $(DEV_PORT); \
+	  PG_CONFIG=$(PG_CONFIG) .ci/cluster start $(DEV_DIR) $(DEV_PORT); \
 	  export DATABASE_URL="postgres://postgres@127.0.0.1:$(DEV_PORT)/postgres"; \
 	  echo "==> connect with: psql -h 127.0.0.1 -p $(DEV_PORT) -U postgres"; \
 	else \
@@ -50,34 +53,38 @@ test:
 
 bench: bench-indicators bench-screener bench-engine bench-import
 
+BENCH = PG_MAJOR=$(PG_MAJOR) PG_CONFIG=$(PG_CONFIG) DEV_PORT=$(DEV_PORT) .ci/bench
+
 bench-indicators: install
-	@.ci/bench indicators
+	@$(BENCH) indicators
 
 bench-screener: install
-	@.ci/bench screener
+	@$(BENCH) screener
 
 bench-engine: install
-	@.ci/bench engine
+	@$(BENCH) engine
 
 bench-import: install feed
-	@.ci/bench import
+	@$(BENCH) import
 
 # 504 USD-M perpetuals from the fake exchange: cold start, close -> NOTIFY latency, RSS, CPU
 bench-feed: install feed
-	@.ci/bench feed
+	@$(BENCH) feed
 
 # needs TimescaleDB installed for PG_CONFIG (the local cluster preloads it then)
 bench-timescaledb: install feed
-	@.ci/bench timescaledb
+	@$(BENCH) timescaledb
 
 fmt:
 	cargo fmt --all
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy -p pg_ta --all-targets --locked -- -D warnings
+	cargo clippy -p pg_ta --all-targets --locked --no-default-features --features pg18 -- -D warnings
+	cargo clippy -p pg_ta --all-targets --locked --no-default-features --features pg15 -- -D warnings
 	cargo clippy -p ta-feed --all-targets --locked -- -D warnings
 
 clean-data:
-	.ci/cluster stop $(DEV_DIR) || true
+	PG_CONFIG=$(shell .ci/pg-config 18) .ci/cluster stop .data/dev-18 || true
+	PG_CONFIG=$(shell .ci/pg-config 15) .ci/cluster stop .data/dev-15 || true
 	rm -rf .data

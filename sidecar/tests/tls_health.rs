@@ -2,7 +2,8 @@
 //! health endpoints, each against a private cluster started by the test on a free port.
 //!
 //! Run only when `TA_FEED_TEST_DATABASE_URL` is set (the environment has PostgreSQL and
-//! pg_ta installed; `PG_CONFIG` names the installation).
+//! pg_ta installed; `PG_CONFIG` names the installation, `TA_FEED_TEST_SSL_PG_CONFIG` one with
+//! SSL for the TLS cases: `make test` uses PostgreSQL 15 there, the 18 of PyPI has no OpenSSL).
 
 mod common;
 mod support;

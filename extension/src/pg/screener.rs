@@ -23,7 +23,7 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
 use pgrx::prelude::*;
-use pgrx::{FromDatum, Internal, PgMemoryContexts};
+use pgrx::{FromDatum, Internal, PgMemoryContexts, PgTupleDesc};
 
 use super::common::{
     agg_context, c_numeric_add, c_numeric_cmp, c_numeric_float8, c_numeric_sub, composite_return,
@@ -302,10 +302,11 @@ fn row_types() -> [pg_sys::Oid; ROW_COLUMNS] {
 /// Raises unless `td` has exactly the columns `types` (no dropped columns).
 unsafe fn check_shape(fname: &str, td: pg_sys::TupleDesc, types: &[pg_sys::Oid], name: &str) {
     unsafe {
-        let n = (*td).natts as usize;
-        let attrs = (*td).attrs.as_slice(n);
-        let ok = n == types.len()
-            && attrs
+        // PgTupleDesc reads attributes the way each PostgreSQL major lays them out (18 replaced
+        // the `attrs` array by TupleDescAttr()): no version switch here
+        let desc = PgTupleDesc::from_pg_unchecked(td);
+        let ok = desc.len() == types.len()
+            && desc
                 .iter()
                 .zip(types)
                 .all(|(a, &t)| !a.attisdropped && a.atttypid == t);
@@ -489,8 +490,8 @@ unsafe fn lookup_tupdescs(
         let old = pg_sys::MemoryContextSwitchTo(ctx);
         let outer = pg_sys::BlessTupleDesc(pg_sys::CreateTupleDescCopy(td));
         let nested = |i: usize| {
-            let attrs = (*outer).attrs.as_slice((*outer).natts as usize);
-            let typid = attrs.get(i).map_or(pg_sys::InvalidOid, |a| a.atttypid);
+            let desc = PgTupleDesc::from_pg_unchecked(outer);
+            let typid = desc.get(i).map_or(pg_sys::InvalidOid, |a| a.atttypid);
             pg_sys::BlessTupleDesc(pg_sys::lookup_rowtype_tupdesc_copy(typid, -1))
         };
         let tds = if row_only {
@@ -522,8 +523,12 @@ unsafe fn lookup_tupdescs(
                 &CHECKPOINT_TYPES,
                 "ta.screener_checkpoint",
             );
-            let attrs = (*tds.state).attrs.as_slice(3);
-            if attrs[2].atttypid != attrs[1].atttypid || attrs.iter().any(|a| a.attisdropped) {
+            let desc = PgTupleDesc::from_pg_unchecked(tds.state);
+            let attrs: Vec<&pg_sys::FormData_pg_attribute> = desc.iter().take(3).collect();
+            if attrs.len() != 3
+                || attrs[2].atttypid != attrs[1].atttypid
+                || attrs.iter().any(|a| a.attisdropped)
+            {
                 raise_msg(
                     fname,
                     "ta.screener_state does not have the columns pg_ta expects",

@@ -317,12 +317,36 @@ pub async fn wait_delivered(c: &tokio_postgres::Client, sinks: &[i32], timeout: 
 
 // ---- a private PostgreSQL cluster -------------------------------------------------------
 
-fn pg_bindir() -> Option<PathBuf> {
-    let pg_config = std::env::var("PG_CONFIG")
-        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
-    let out = Command::new(&pg_config).arg("--bindir").output().ok()?;
-    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    dir.join("initdb").is_file().then_some(dir)
+/// The bin directory of the PostgreSQL named by `PG_CONFIG` (default: Debian's 15); with
+/// `ssl`, of `TA_FEED_TEST_SSL_PG_CONFIG` when set (the PostgreSQL 18 of .ci/install-deps is
+/// built without OpenSSL, so `make test` points this at 15). Err: why there is none.
+fn pg_bindir(ssl: bool) -> Result<PathBuf, String> {
+    let var = if ssl && std::env::var_os("TA_FEED_TEST_SSL_PG_CONFIG").is_some() {
+        "TA_FEED_TEST_SSL_PG_CONFIG"
+    } else {
+        "PG_CONFIG"
+    };
+    let pg_config =
+        std::env::var(var).unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
+    let run = |arg: &str| {
+        Command::new(&pg_config)
+            .arg(arg)
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+    };
+    let dir = PathBuf::from(run("--bindir").unwrap_or_default());
+    if !dir.join("initdb").is_file() {
+        return Err(format!("initdb not found ({var}={pg_config}; set PG_CONFIG)"));
+    }
+    let configure = run("--configure").unwrap_or_default();
+    if ssl && !configure.contains("--with-ssl=openssl") && !configure.contains("--with-openssl") {
+        return Err(format!(
+            "{pg_config} was built without SSL (set TA_FEED_TEST_SSL_PG_CONFIG to a PostgreSQL with SSL)"
+        ));
+    }
+    Ok(dir)
 }
 
 fn is_root() -> bool {
@@ -354,16 +378,20 @@ pub struct Cluster {
 impl Cluster {
     /// initdb with trust authentication; `conf` is appended to postgresql.conf, `hba` (if
     /// given) replaces pg_hba.conf; `files` are written into the data directory (owned by the
-    /// server, mode 0600) before the start. None (and a "skipped" line) without initdb.
+    /// server, mode 0600) before the start. None (and a "skipped" line) without initdb, or
+    /// when `conf` turns `ssl = on` and the server has no SSL.
     pub fn start(
         name: &str,
         conf: &str,
         hba: Option<&str>,
         files: &[(&str, &str)],
     ) -> Option<Cluster> {
-        let Some(bindir) = pg_bindir() else {
-            println!("skipped: initdb not found (set PG_CONFIG)");
-            return None;
+        let bindir = match pg_bindir(conf.contains("ssl = on")) {
+            Ok(dir) => dir,
+            Err(why) => {
+                println!("skipped: {why}");
+                return None;
+            }
         };
         let root = is_root();
         let dir = PathBuf::from(format!("/tmp/ta-feed-it-{name}-{}", std::process::id()));
