@@ -1,14 +1,17 @@
 //! pg_ta: technical-analysis indicators with TA-Lib semantics and screener rule helpers,
 //! computed inside PostgreSQL (schema `ta`).
 //!
-//! Layout: `indicators` and `rules` are plain Rust (no pgrx; tested with `cargo test`);
+//! Layout: `indicators`, `rules`, `screener`, `ticks` and `features` are plain Rust (no pgrx;
+//! tested with `cargo test`);
 //! `pg` holds the thin SQL wrappers (aggregates, functions, composite types).
 
 ::pgrx::pg_module_magic!(name, version);
 
+pub mod features;
 pub mod indicators;
 pub mod rules;
 pub mod screener;
+pub mod ticks;
 
 mod pg;
 

@@ -411,6 +411,12 @@ impl<V: Volume> Engine<V> {
         self.chain.open_time
     }
 
+    /// RSI(14) and MACD(12,26,9) (macd, macd_signal, macd_hist) after the newest candle
+    /// (the screener row's `rsi_14` and `macd*`, without building the row).
+    pub fn rsi_macd(&self) -> (Option<f64>, [Option<f64>; 3]) {
+        (self.chain.rsi_out, self.chain.macd_out)
+    }
+
     /// True when the newest pushed candle is the first of its UTC day.
     pub fn is_day_first(&self) -> bool {
         self.before.is_some()
