@@ -228,6 +228,8 @@ unsafe extern "C-unwind" {
     pub(crate) fn c_numeric_add(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
     #[link_name = "numeric_sub"]
     pub(crate) fn c_numeric_sub(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    #[link_name = "numeric_mul"]
+    pub(crate) fn c_numeric_mul(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
     #[link_name = "numeric_float8"]
     pub(crate) fn c_numeric_float8(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 }

@@ -10,12 +10,14 @@
 
 mod bookend;
 mod common;
+mod features;
 mod frame;
 mod hlc;
 mod multi;
 mod rules;
 mod series;
 mod step;
+mod ticks;
 
 // `cargo pgrx test` enables the pg_test feature; plain `cargo test --lib` runs the math only.
 mod screener;

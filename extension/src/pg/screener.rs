@@ -52,7 +52,7 @@ pub(crate) enum NumBytes {
 struct DatumBuf([u8; 64]);
 
 impl NumBytes {
-    fn from_payload(p: &[u8]) -> Self {
+    pub(crate) fn from_payload(p: &[u8]) -> Self {
         if p.len() <= INLINE {
             let mut data = [0u8; INLINE];
             data[..p.len()].copy_from_slice(p);
@@ -65,7 +65,7 @@ impl NumBytes {
         }
     }
 
-    fn payload(&self) -> &[u8] {
+    pub(crate) fn payload(&self) -> &[u8] {
         match self {
             NumBytes::Inline { len, data } => &data[..*len as usize],
             NumBytes::Heap(b) => b,
@@ -73,7 +73,7 @@ impl NumBytes {
     }
 
     /// The bytes of a numeric datum (detoasted if needed; the datum is not kept).
-    unsafe fn from_datum(d: pg_sys::Datum) -> Self {
+    pub(crate) unsafe fn from_datum(d: pg_sys::Datum) -> Self {
         unsafe {
             let raw = d.cast_mut_ptr::<pg_sys::varlena>();
             let p = pg_sys::pg_detoast_datum_packed(raw);
@@ -90,13 +90,13 @@ impl NumBytes {
     }
 
     /// NaN, Infinity or -Infinity (numeric's special values).
-    fn is_special(&self) -> bool {
+    pub(crate) fn is_special(&self) -> bool {
         let p = self.payload();
         p.len() >= 2 && u16::from_ne_bytes([p[0], p[1]]) & 0xC000 == 0xC000
     }
 
     /// A freshly palloc'd numeric datum (4-byte header) with these bytes.
-    fn to_datum(&self) -> pg_sys::Datum {
+    pub(crate) fn to_datum(&self) -> pg_sys::Datum {
         let p = self.payload();
         unsafe {
             let total = p.len() + pg_sys::VARHDRSZ;
@@ -113,7 +113,7 @@ impl NumBytes {
 
     /// Calls `f` with a numeric datum of these bytes that lives only during the call (no
     /// allocation for ordinary values).
-    fn with_datum<R>(&self, f: impl FnOnce(pg_sys::Datum) -> R) -> R {
+    pub(crate) fn with_datum<R>(&self, f: impl FnOnce(pg_sys::Datum) -> R) -> R {
         let p = self.payload();
         let total = p.len() + pg_sys::VARHDRSZ;
         let mut stack = DatumBuf([0; 64]);
@@ -132,7 +132,7 @@ impl NumBytes {
     }
 
     /// `f(self, other)` for a PostgreSQL numeric function returning numeric.
-    fn binary(
+    pub(crate) fn binary(
         &self,
         other: &Self,
         f: unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
@@ -181,7 +181,7 @@ impl Volume for NumBytes {
 
 /// A price argument as PostgreSQL's `numeric::float8` (NaN/±Infinity are rejected by the
 /// engine).
-fn price(n: RawNumeric) -> f64 {
+pub(crate) fn price(n: RawNumeric) -> f64 {
     n.to_float8()
 }
 
@@ -201,7 +201,7 @@ unsafe impl pgrx::datum::UnboxDatum for RawNumeric {
 
 /// A `ta.screener_checkpoint` argument taken as its raw composite datum.
 #[derive(Clone, Copy)]
-pub(crate) struct CheckpointArg(pg_sys::Datum);
+pub(crate) struct CheckpointArg(pub(crate) pg_sys::Datum);
 
 impl FromDatum for CheckpointArg {
     unsafe fn from_polymorphic_datum(
@@ -237,7 +237,7 @@ pub(crate) struct RawText(pg_sys::Datum);
 
 impl RawText {
     /// The text's bytes (detoasted into the current memory context if needed).
-    fn bytes<'a>(self) -> &'a [u8] {
+    pub(crate) fn bytes<'a>(self) -> &'a [u8] {
         unsafe {
             let p = pg_sys::pg_detoast_datum_packed(self.0.cast_mut_ptr());
             std::slice::from_raw_parts(
@@ -276,7 +276,7 @@ unsafe impl SqlTranslatable for RawText {
 
 /// Column types of the composite types, in order (checked against the catalog before any
 /// tuple is formed or read, so an altered type raises instead of misreading memory).
-const CHECKPOINT_TYPES: [pg_sys::Oid; 7] = [
+pub(crate) const CHECKPOINT_TYPES: [pg_sys::Oid; 7] = [
     pg_sys::INT8OID,
     pg_sys::TIMESTAMPTZOID,
     pg_sys::FLOAT8OID,
@@ -285,9 +285,9 @@ const CHECKPOINT_TYPES: [pg_sys::Oid; 7] = [
     pg_sys::FLOAT8ARRAYOID,
     pg_sys::FLOAT8ARRAYOID,
 ];
-const ROW_COLUMNS: usize = 66;
+pub(crate) const ROW_COLUMNS: usize = 66;
 
-fn row_types() -> [pg_sys::Oid; ROW_COLUMNS] {
+pub(crate) fn row_types() -> [pg_sys::Oid; ROW_COLUMNS] {
     use pg_sys::{FLOAT8OID as F, INT8OID, NUMERICOID as N, TEXTOID, TIMESTAMPTZOID};
     let mut t = [F; ROW_COLUMNS];
     t[..5].copy_from_slice(&[TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID]);
@@ -300,7 +300,12 @@ fn row_types() -> [pg_sys::Oid; ROW_COLUMNS] {
 }
 
 /// Raises unless `td` has exactly the columns `types` (no dropped columns).
-unsafe fn check_shape(fname: &str, td: pg_sys::TupleDesc, types: &[pg_sys::Oid], name: &str) {
+pub(crate) unsafe fn check_shape(
+    fname: &str,
+    td: pg_sys::TupleDesc,
+    types: &[pg_sys::Oid],
+    name: &str,
+) {
     unsafe {
         // PgTupleDesc reads attributes the way each PostgreSQL major lays them out (18 replaced
         // the `attrs` array by TupleDescAttr()): no version switch here
@@ -320,7 +325,11 @@ unsafe fn check_shape(fname: &str, td: pg_sys::TupleDesc, types: &[pg_sys::Oid],
 }
 
 /// Decodes a `ta.screener_checkpoint` value (the engine validates it).
-unsafe fn decode_checkpoint(fname: &str, arg: &str, d: pg_sys::Datum) -> Checkpoint<NumBytes> {
+pub(crate) unsafe fn decode_checkpoint(
+    fname: &str,
+    arg: &str,
+    d: pg_sys::Datum,
+) -> Checkpoint<NumBytes> {
     unsafe {
         let th = pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::HeapTupleHeaderData>();
         let typid = (*th).t_choice.t_datum.datum_typeid;
@@ -361,7 +370,7 @@ unsafe fn decode_checkpoint(fname: &str, arg: &str, d: pg_sys::Datum) -> Checkpo
 // errors
 
 #[cold]
-fn raise_null(fname: &str, arg: &str) -> ! {
+pub(crate) fn raise_null(fname: &str, arg: &str) -> ! {
     ereport!(
         ERROR,
         PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -375,7 +384,7 @@ fn fmt_time(t: i64) -> String {
 
 /// Raises an engine error with PostgreSQL's SQLSTATE for it.
 #[cold]
-fn raise_engine(fname: &str, e: EngineError) -> ! {
+pub(crate) fn raise_engine(fname: &str, e: EngineError) -> ! {
     use PgSqlErrorCode::*;
     let (code, msg) = match &e {
         EngineError::NotIncreasing { last, got } => (
@@ -405,7 +414,7 @@ fn raise_engine(fname: &str, e: EngineError) -> ! {
     ereport!(ERROR, code, format!("{fname}: {msg}"));
 }
 
-fn ok<T>(fname: &str, r: Result<T, EngineError>) -> T {
+pub(crate) fn ok<T>(fname: &str, r: Result<T, EngineError>) -> T {
     r.unwrap_or_else(|e| raise_engine(fname, e))
 }
 
@@ -413,7 +422,7 @@ fn ok<T>(fname: &str, r: Result<T, EngineError>) -> T {
 // candle arguments
 
 /// Instant of a timestamptz argument; NULL and ±infinity raise.
-fn time(fname: &str, arg: &str, t: Option<TimestampWithTimeZone>) -> i64 {
+pub(crate) fn time(fname: &str, arg: &str, t: Option<TimestampWithTimeZone>) -> i64 {
     let Some(t) = t else { raise_null(fname, arg) };
     if !t.is_finite() {
         raise_msg(fname, &format!("{arg} must be a finite timestamp"));
@@ -421,12 +430,12 @@ fn time(fname: &str, arg: &str, t: Option<TimestampWithTimeZone>) -> i64 {
     t.into_inner()
 }
 
-fn bound(t: Option<TimestampWithTimeZone>) -> Option<i64> {
+pub(crate) fn bound(t: Option<TimestampWithTimeZone>) -> Option<i64> {
     t.map(TimestampWithTimeZone::into_inner)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn candle(
+pub(crate) fn candle(
     fname: &str,
     open_time: Option<TimestampWithTimeZone>,
     close_time: Option<TimestampWithTimeZone>,
@@ -458,7 +467,7 @@ fn candle(
     }
 }
 
-fn text<'a>(fname: &str, arg: &str, v: Option<&'a str>) -> &'a str {
+pub(crate) fn text<'a>(fname: &str, arg: &str, v: Option<&'a str>) -> &'a str {
     v.unwrap_or_else(|| raise_null(fname, arg))
 }
 
@@ -540,36 +549,36 @@ unsafe fn lookup_tupdescs(
 }
 
 /// Datums of one composite's columns, NULLs included.
-struct Cols {
+pub(crate) struct Cols {
     values: Vec<pg_sys::Datum>,
     nulls: Vec<bool>,
 }
 
 impl Cols {
-    fn with_capacity(n: usize) -> Self {
+    pub(crate) fn with_capacity(n: usize) -> Self {
         Cols {
             values: Vec::with_capacity(n),
             nulls: Vec::with_capacity(n),
         }
     }
-    fn push(&mut self, d: Option<pg_sys::Datum>) {
+    pub(crate) fn push(&mut self, d: Option<pg_sys::Datum>) {
         self.nulls.push(d.is_none());
         self.values.push(d.unwrap_or(pg_sys::Datum::from(0usize)));
     }
-    fn f(&mut self, x: Option<f64>) {
+    pub(crate) fn f(&mut self, x: Option<f64>) {
         self.push(x.map(|v| pg_sys::Datum::from(v.to_bits() as usize)));
     }
-    fn n(&mut self, x: Option<&NumBytes>) {
+    pub(crate) fn n(&mut self, x: Option<&NumBytes>) {
         self.push(x.map(NumBytes::to_datum));
     }
-    fn i(&mut self, x: Option<i64>) {
+    pub(crate) fn i(&mut self, x: Option<i64>) {
         self.push(x.map(pg_sys::Datum::from));
     }
-    fn t(&mut self, s: &[u8]) {
+    pub(crate) fn t(&mut self, s: &[u8]) {
         let d = unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32) };
         self.push(Some(pg_sys::Datum::from(d)));
     }
-    unsafe fn form(mut self, td: pg_sys::TupleDesc) -> pg_sys::Datum {
+    pub(crate) unsafe fn form(mut self, td: pg_sys::TupleDesc) -> pg_sys::Datum {
         unsafe { form_tuple(td, &mut self.values, &mut self.nulls) }
     }
 }
@@ -581,6 +590,12 @@ unsafe fn row_datum(
     r: &ScreenerRow<NumBytes>,
 ) -> pg_sys::Datum {
     let mut c = Cols::with_capacity(ROW_COLUMNS);
+    push_row_cols(&mut c, market, symbol, r);
+    unsafe { c.form(td) }
+}
+
+/// The columns of a ta.screener_row, in order (the first 66 of a ta.signal_row too).
+pub(crate) fn push_row_cols(c: &mut Cols, market: &[u8], symbol: &[u8], r: &ScreenerRow<NumBytes>) {
     c.t(market);
     c.t(symbol);
     c.i(Some(r.open_time));
@@ -610,7 +625,6 @@ unsafe fn row_datum(
     for x in r.macd {
         c.f(x);
     }
-    unsafe { c.form(td) }
 }
 
 /// A `double precision[]` datum (NULL elements allowed), built in one call.
@@ -638,7 +652,10 @@ unsafe fn float8_array(v: &[Option<f64>]) -> pg_sys::Datum {
     pg_sys::Datum::from(a)
 }
 
-unsafe fn checkpoint_datum(td: pg_sys::TupleDesc, cp: Checkpoint<NumBytes>) -> pg_sys::Datum {
+pub(crate) unsafe fn checkpoint_datum(
+    td: pg_sys::TupleDesc,
+    cp: Checkpoint<NumBytes>,
+) -> pg_sys::Datum {
     let mut c = Cols::with_capacity(7);
     c.i(cp.candles);
     c.i(cp.open_time);
@@ -1053,18 +1070,21 @@ fn screener_cache_load(
     count
 }
 
-/// Drop the cached engines of (market, symbol); NULL matches any. Returns how many.
+/// Drop the cached engines (screener and feature engines) of (market, symbol); NULL matches
+/// any. Returns how many.
 #[pg_extern(volatile, parallel_unsafe, name = "_screener_cache_reset")]
 fn screener_cache_reset(
     market: default!(Option<&str>, "NULL"),
     symbol: default!(Option<&str>, "NULL"),
 ) -> i64 {
-    CACHE.with(|c| {
+    let screener = CACHE.with(|c| {
         let mut cache = c.borrow_mut();
         let before = cache.len();
         cache.retain(|(m, s), _| !(market.is_none_or(|x| x == m) && symbol.is_none_or(|x| x == s)));
         (before - cache.len()) as i64
-    })
+    });
+    // the feature engines (which hold their own screener engines) go with them
+    screener + super::features::reset_cache(market, symbol)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,1049 @@
+//! SQL surface of the feature engine (`crate::features`), used the ways the screener engine is:
+//!
+//! - `ta._features_state(...) OVER (...)`: window aggregate seeded with a day checkpoint, the
+//!   screener engine's state plus the feature row and the rule row (`ta.feature_state`), for
+//!   the rows asked for and the first candle of each UTC day (the data schema's recompute).
+//! - `ta._signal_rows(...)` / `ta._feature_rows(...)`: the same run returning only the rule
+//!   rows (`ta.signal_row`, backtests) or only the feature rows (`ta.feature_row`:
+//!   `market.features_range`, training sets; no screener row is built and quote volumes stay
+//!   doubles, so this path does no numeric arithmetic).
+//! - `ta.features(...)`: the feature rows of any candle relation from its first row.
+//! - `ta._features_cache_step/_load`: a per-session cache of each instrument's feature engine
+//!   (the live path: one engine step per close); EXECUTE revoked from PUBLIC.
+//! - `ta.feature_json(ta.feature_row)`: the row as the `ta_features` NOTIFY payload.
+//!
+//! The per-candle inputs are the screener's (times, open, high, low, close, quote_volume) plus
+//! volume, taker_buy_volume and the minute's book features (imbalance, spread_bps,
+//! wmid_offset_bps; NULL where the tick tables have no rows).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use pgrx::{Internal, PgMemoryContexts, PgTupleDesc};
+
+use super::common::{agg_context, composite_return, raise_msg, RawNumeric};
+use super::screener::{
+    bound, check_shape, checkpoint_datum, decode_checkpoint, ok, price, push_row_cols,
+    raise_engine, raise_null, row_types, text, time, CheckpointArg, Cols, NumBytes, RawText,
+    CHECKPOINT_TYPES, ROW_COLUMNS,
+};
+use crate::features::{
+    column_names, BookInput, Extra, FeatureEngine, FeatureRow, NoVolume, FEATURE_VERSION,
+    N_FEATURES,
+};
+use crate::screener::{Candle, Checkpoint, Volume};
+
+composite_return!(FeatureRowResult, "ta.feature_row");
+composite_return!(SignalRowResult, "ta.signal_row");
+composite_return!(FeatureStateResult, "ta.feature_state");
+
+extension_sql_file!(
+    "sql/feature_types.sql",
+    name = "feature_types",
+    requires = ["screener_types"]
+);
+
+/// Feature columns that are also screener columns (`rsi_14`, `macd_hist`): a rule row has
+/// them once.
+const IN_SCREENER: [usize; 2] = [12, 13];
+const FEATURE_ROW_COLUMNS: usize = 4 + N_FEATURES;
+const SIGNAL_COLUMNS: usize = ROW_COLUMNS + N_FEATURES - IN_SCREENER.len();
+
+fn feature_row_types() -> [pg_sys::Oid; FEATURE_ROW_COLUMNS] {
+    let mut t = [pg_sys::FLOAT8OID; FEATURE_ROW_COLUMNS];
+    t[..4].copy_from_slice(&[
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::TIMESTAMPTZOID,
+    ]);
+    t
+}
+
+fn signal_types() -> [pg_sys::Oid; SIGNAL_COLUMNS] {
+    let mut t = [pg_sys::FLOAT8OID; SIGNAL_COLUMNS];
+    t[..ROW_COLUMNS].copy_from_slice(&row_types());
+    t
+}
+
+// ---------------------------------------------------------------------------------------
+// inputs
+
+/// The candle of a row, with the quote volume built by `qv` (NumBytes or NoVolume).
+#[allow(clippy::too_many_arguments)]
+fn candle_of<V>(
+    fname: &str,
+    open_time: Option<TimestampWithTimeZone>,
+    close_time: Option<TimestampWithTimeZone>,
+    open: Option<RawNumeric>,
+    high: Option<RawNumeric>,
+    low: Option<RawNumeric>,
+    close: Option<RawNumeric>,
+    quote_volume: V,
+) -> Candle<V> {
+    let p = |arg: &str, v: Option<RawNumeric>| price(v.unwrap_or_else(|| raise_null(fname, arg)));
+    Candle {
+        open_time: time(fname, "open_time", open_time),
+        close_time: time(fname, "close_time", close_time),
+        open: p("open", open),
+        high: p("high", high),
+        low: p("low", low),
+        close: p("close", close),
+        quote_volume,
+    }
+}
+
+/// A volume argument as a finite double (NULL and NaN/±Infinity raise).
+fn volume(fname: &str, arg: &str, v: Option<RawNumeric>) -> f64 {
+    let x = v.unwrap_or_else(|| raise_null(fname, arg)).to_float8();
+    if !x.is_finite() {
+        raise_msg(fname, &format!("{arg} must be a finite number"));
+    }
+    x
+}
+
+fn qv_numeric(fname: &str, v: Option<RawNumeric>) -> NumBytes {
+    let n =
+        unsafe { NumBytes::from_datum(v.unwrap_or_else(|| raise_null(fname, "quote_volume")).0) };
+    if n.is_special() {
+        raise_msg(fname, "quote_volume must be a finite number");
+    }
+    n
+}
+
+/// The per-candle inputs of every feature aggregate, as SQL hands them over.
+struct Inputs {
+    open_time: Option<TimestampWithTimeZone>,
+    close_time: Option<TimestampWithTimeZone>,
+    open: Option<RawNumeric>,
+    high: Option<RawNumeric>,
+    low: Option<RawNumeric>,
+    close: Option<RawNumeric>,
+    volume: Option<RawNumeric>,
+    quote_volume: Option<RawNumeric>,
+    taker_buy_volume: Option<RawNumeric>,
+    imbalance: Option<f64>,
+    spread_bps: Option<f64>,
+    wmid_offset_bps: Option<f64>,
+}
+
+impl Inputs {
+    fn extra(&self, fname: &str) -> Extra {
+        Extra {
+            volume: volume(fname, "volume", self.volume),
+            quote_volume: volume(fname, "quote_volume", self.quote_volume),
+            taker_buy_volume: volume(fname, "taker_buy_volume", self.taker_buy_volume),
+            book: BookInput {
+                imbalance: self.imbalance,
+                spread_bps: self.spread_bps,
+                wmid_offset_bps: self.wmid_offset_bps,
+            },
+        }
+    }
+    fn candle_numeric(&self, fname: &str) -> Candle<NumBytes> {
+        let qv = qv_numeric(fname, self.quote_volume);
+        candle_of(
+            fname,
+            self.open_time,
+            self.close_time,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            qv,
+        )
+    }
+    fn candle_novolume(&self, fname: &str) -> Candle<NoVolume> {
+        candle_of(
+            fname,
+            self.open_time,
+            self.close_time,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            NoVolume,
+        )
+    }
+}
+
+/// Builds an engine from an optional `ta.screener_checkpoint` (checked by the engine).
+trait StartFrom: Volume + Sized {
+    fn start(fname: &str, cp: Option<CheckpointArg>) -> FeatureEngine<Self>;
+}
+
+impl StartFrom for NumBytes {
+    fn start(fname: &str, cp: Option<CheckpointArg>) -> FeatureEngine<Self> {
+        match cp {
+            None => FeatureEngine::new(),
+            Some(cp) => ok(
+                fname,
+                FeatureEngine::from_checkpoint(unsafe { decode_checkpoint(fname, "start", cp.0) }),
+            ),
+        }
+    }
+}
+
+impl StartFrom for NoVolume {
+    fn start(fname: &str, cp: Option<CheckpointArg>) -> FeatureEngine<Self> {
+        match cp {
+            None => FeatureEngine::new(),
+            Some(cp) => {
+                let c = unsafe { decode_checkpoint(fname, "start", cp.0) };
+                ok(
+                    fname,
+                    FeatureEngine::from_checkpoint(Checkpoint {
+                        candles: c.candles,
+                        open_time: c.open_time,
+                        close: c.close,
+                        cum_quote_volume: c.cum_quote_volume.map(|_| NoVolume),
+                        sum_log_return_sq: c.sum_log_return_sq,
+                        rsi_state: c.rsi_state,
+                        macd_state: c.macd_state,
+                    }),
+                )
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// results
+
+/// Blessed TupleDescs of the result types (null when not needed).
+#[derive(Clone, Copy)]
+struct Tds {
+    state: pg_sys::TupleDesc,
+    row: pg_sys::TupleDesc,
+    checkpoint: pg_sys::TupleDesc,
+    features: pg_sys::TupleDesc,
+    signal: pg_sys::TupleDesc,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Want {
+    State,
+    Features,
+    Signal,
+}
+
+/// The TupleDescs for a function returning `what`, copied into `ctx`; shapes checked.
+unsafe fn lookup_tds(
+    fcinfo: pg_sys::FunctionCallInfo,
+    fname: &str,
+    ctx: pg_sys::MemoryContext,
+    what: Want,
+) -> Tds {
+    unsafe {
+        let mut td: pg_sys::TupleDesc = std::ptr::null_mut();
+        let class = pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut td);
+        if class != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE || td.is_null() {
+            raise_msg(fname, "result type is not a composite type");
+        }
+        let old = pg_sys::MemoryContextSwitchTo(ctx);
+        let outer = pg_sys::BlessTupleDesc(pg_sys::CreateTupleDescCopy(td));
+        let null = std::ptr::null_mut();
+        let mut tds = Tds {
+            state: null,
+            row: null,
+            checkpoint: null,
+            features: null,
+            signal: null,
+        };
+        match what {
+            Want::Features => tds.features = outer,
+            Want::Signal => tds.signal = outer,
+            Want::State => {
+                let desc = PgTupleDesc::from_pg_unchecked(outer);
+                let ids: Vec<(pg_sys::Oid, bool)> =
+                    desc.iter().map(|a| (a.atttypid, a.attisdropped)).collect();
+                drop(desc);
+                if ids.len() != 5 || ids.iter().any(|x| x.1) || ids[1].0 != ids[2].0 {
+                    raise_msg(
+                        fname,
+                        "ta.feature_state does not have the columns pg_ta expects",
+                    );
+                }
+                let nested = |typid: pg_sys::Oid| {
+                    pg_sys::BlessTupleDesc(pg_sys::lookup_rowtype_tupdesc_copy(typid, -1))
+                };
+                tds = Tds {
+                    state: outer,
+                    row: nested(ids[0].0),
+                    checkpoint: nested(ids[1].0),
+                    features: nested(ids[3].0),
+                    signal: nested(ids[4].0),
+                };
+            }
+        }
+        pg_sys::MemoryContextSwitchTo(old);
+        if !tds.row.is_null() {
+            check_shape(fname, tds.row, &row_types(), "ta.screener_row");
+        }
+        if !tds.checkpoint.is_null() {
+            check_shape(
+                fname,
+                tds.checkpoint,
+                &CHECKPOINT_TYPES,
+                "ta.screener_checkpoint",
+            );
+        }
+        if !tds.features.is_null() {
+            check_shape(fname, tds.features, &feature_row_types(), "ta.feature_row");
+        }
+        if !tds.signal.is_null() {
+            check_shape(fname, tds.signal, &signal_types(), "ta.signal_row");
+        }
+        tds
+    }
+}
+
+unsafe fn feature_datum(
+    td: pg_sys::TupleDesc,
+    market: &[u8],
+    symbol: &[u8],
+    f: &FeatureRow,
+) -> pg_sys::Datum {
+    let mut c = Cols::with_capacity(FEATURE_ROW_COLUMNS);
+    c.t(market);
+    c.t(symbol);
+    c.i(Some(f.open_time));
+    c.i(Some(f.close_time));
+    for v in f.values {
+        c.f(v);
+    }
+    unsafe { c.form(td) }
+}
+
+unsafe fn signal_datum(
+    fname: &str,
+    td: pg_sys::TupleDesc,
+    market: &[u8],
+    symbol: &[u8],
+    e: &FeatureEngine<NumBytes>,
+) -> pg_sys::Datum {
+    let row = ok(fname, e.screener().row()).unwrap_or_else(|| raise_msg(fname, "no candle"));
+    let f = e
+        .features()
+        .unwrap_or_else(|| raise_msg(fname, "no candle"));
+    let mut c = Cols::with_capacity(SIGNAL_COLUMNS);
+    push_row_cols(&mut c, market, symbol, &row);
+    for (i, v) in f.values.iter().enumerate() {
+        if !IN_SCREENER.contains(&i) {
+            c.f(*v);
+        }
+    }
+    unsafe { c.form(td) }
+}
+
+/// The ta.feature_state of the engine's newest candle.
+unsafe fn state_datum(
+    fname: &str,
+    tds: &Tds,
+    market: &[u8],
+    symbol: &[u8],
+    e: &FeatureEngine<NumBytes>,
+) -> pg_sys::Datum {
+    let s = e.screener();
+    let row = ok(fname, s.row()).unwrap_or_else(|| raise_msg(fname, "no candle"));
+    let f = e
+        .features()
+        .unwrap_or_else(|| raise_msg(fname, "no candle"));
+    unsafe {
+        let mut rc = Cols::with_capacity(ROW_COLUMNS);
+        push_row_cols(&mut rc, market, symbol, &row);
+        let mut sc = Cols::with_capacity(SIGNAL_COLUMNS);
+        push_row_cols(&mut sc, market, symbol, &row);
+        for (i, v) in f.values.iter().enumerate() {
+            if !IN_SCREENER.contains(&i) {
+                sc.f(*v);
+            }
+        }
+        let mut c = Cols::with_capacity(5);
+        c.push(Some(rc.form(tds.row)));
+        c.push(Some(checkpoint_datum(tds.checkpoint, s.chain())));
+        c.push(
+            s.day_checkpoint()
+                .map(|cp| checkpoint_datum(tds.checkpoint, cp)),
+        );
+        c.push(Some(feature_datum(tds.features, market, symbol, &f)));
+        c.push(Some(sc.form(tds.signal)));
+        c.form(tds.state)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the aggregates
+
+/// Transition state of the feature aggregates.
+struct FeatAgg<V> {
+    engine: FeatureEngine<V>,
+    market: Vec<u8>,
+    symbol: Vec<u8>,
+    emit_from: Option<i64>,
+    emit_to: Option<i64>,
+    tds: Option<Tds>,
+    ctx: pg_sys::MemoryContext,
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn feat_trans<V: StartFrom + 'static>(
+    mut internal: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+    fname: &str,
+    market: Option<RawText>,
+    symbol: Option<RawText>,
+    c: Candle<V>,
+    x: Extra,
+    start: Option<CheckpointArg>,
+    emit: (Option<i64>, Option<i64>),
+) -> Internal {
+    let market = market
+        .unwrap_or_else(|| raise_null(fname, "market"))
+        .bytes();
+    let symbol = symbol
+        .unwrap_or_else(|| raise_null(fname, "symbol"))
+        .bytes();
+    let st = match unsafe { internal.get_mut::<FeatAgg<V>>() } {
+        Some(st) => {
+            if st.market != market || st.symbol != symbol {
+                raise_msg(
+                    fname,
+                    &format!(
+                        "market and symbol must be constant within a partition (PARTITION BY market, symbol): got ({}, {}) after ({}, {})",
+                        String::from_utf8_lossy(market),
+                        String::from_utf8_lossy(symbol),
+                        String::from_utf8_lossy(&st.market),
+                        String::from_utf8_lossy(&st.symbol)
+                    ),
+                );
+            }
+            st
+        }
+        None => {
+            let engine = V::start(fname, start);
+            let ctx = unsafe { agg_context(fcinfo, fname) };
+            let p = PgMemoryContexts::For(ctx).leak_and_drop_on_delete(FeatAgg {
+                engine,
+                market: market.to_vec(),
+                symbol: symbol.to_vec(),
+                emit_from: None,
+                emit_to: None,
+                tds: None,
+                ctx,
+            });
+            internal = Internal::from(Some(pg_sys::Datum::from(p)));
+            unsafe { &mut *p }
+        }
+    };
+    ok(fname, st.engine.push(c, &x));
+    (st.emit_from, st.emit_to) = emit;
+    internal
+}
+
+impl<V: Volume> FeatAgg<V> {
+    /// The newest candle is inside the emit bounds.
+    fn inside(&self) -> bool {
+        let Some(f) = self.engine.features() else {
+            return false;
+        };
+        let t = f.open_time;
+        self.emit_from.is_none_or(|b| b <= t) && self.emit_to.is_none_or(|e| t <= e)
+    }
+}
+
+macro_rules! inputs {
+    ($ot:ident, $ct:ident, $o:ident, $h:ident, $l:ident, $c:ident, $v:ident, $qv:ident, $tb:ident,
+     $im:ident, $sp:ident, $wm:ident) => {
+        Inputs {
+            open_time: $ot,
+            close_time: $ct,
+            open: $o,
+            high: $h,
+            low: $l,
+            close: $c,
+            volume: $v,
+            quote_volume: $qv,
+            taker_buy_volume: $tb,
+            imbalance: $im,
+            spread_bps: $sp,
+            wmid_offset_bps: $wm,
+        }
+    };
+}
+
+/// Transition function of ta._features_state and ta._signal_rows (exact quote volumes).
+#[pg_extern(immutable, parallel_safe, name = "_features_trans", requires = ["feature_types"])]
+#[allow(clippy::too_many_arguments)]
+fn features_state_trans(
+    state: Internal,
+    market: Option<RawText>,
+    symbol: Option<RawText>,
+    open_time: Option<TimestampWithTimeZone>,
+    close_time: Option<TimestampWithTimeZone>,
+    open: Option<RawNumeric>,
+    high: Option<RawNumeric>,
+    low: Option<RawNumeric>,
+    close: Option<RawNumeric>,
+    volume: Option<RawNumeric>,
+    quote_volume: Option<RawNumeric>,
+    taker_buy_volume: Option<RawNumeric>,
+    imbalance: Option<f64>,
+    spread_bps: Option<f64>,
+    wmid_offset_bps: Option<f64>,
+    start: Option<CheckpointArg>,
+    emit_from: Option<TimestampWithTimeZone>,
+    emit_to: Option<TimestampWithTimeZone>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    const F: &str = "ta._features_state";
+    let i = inputs!(
+        open_time,
+        close_time,
+        open,
+        high,
+        low,
+        close,
+        volume,
+        quote_volume,
+        taker_buy_volume,
+        imbalance,
+        spread_bps,
+        wmid_offset_bps
+    );
+    let (c, x) = (i.candle_numeric(F), i.extra(F));
+    unsafe {
+        feat_trans(
+            state,
+            fcinfo,
+            F,
+            market,
+            symbol,
+            c,
+            x,
+            start,
+            (bound(emit_from), bound(emit_to)),
+        )
+    }
+}
+
+/// Transition function of ta._feature_rows (no screener row, no numeric arithmetic).
+#[pg_extern(immutable, parallel_safe, name = "_feature_rows_trans", requires = ["feature_types"])]
+#[allow(clippy::too_many_arguments)]
+fn feature_rows_trans(
+    state: Internal,
+    market: Option<RawText>,
+    symbol: Option<RawText>,
+    open_time: Option<TimestampWithTimeZone>,
+    close_time: Option<TimestampWithTimeZone>,
+    open: Option<RawNumeric>,
+    high: Option<RawNumeric>,
+    low: Option<RawNumeric>,
+    close: Option<RawNumeric>,
+    volume: Option<RawNumeric>,
+    quote_volume: Option<RawNumeric>,
+    taker_buy_volume: Option<RawNumeric>,
+    imbalance: Option<f64>,
+    spread_bps: Option<f64>,
+    wmid_offset_bps: Option<f64>,
+    start: Option<CheckpointArg>,
+    emit_from: Option<TimestampWithTimeZone>,
+    emit_to: Option<TimestampWithTimeZone>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    const F: &str = "ta._feature_rows";
+    let i = inputs!(
+        open_time,
+        close_time,
+        open,
+        high,
+        low,
+        close,
+        volume,
+        quote_volume,
+        taker_buy_volume,
+        imbalance,
+        spread_bps,
+        wmid_offset_bps
+    );
+    let (c, x) = (i.candle_novolume(F), i.extra(F));
+    unsafe {
+        feat_trans(
+            state,
+            fcinfo,
+            F,
+            market,
+            symbol,
+            c,
+            x,
+            start,
+            (bound(emit_from), bound(emit_to)),
+        )
+    }
+}
+
+/// Transition function of ta.features (from the first row of the series).
+#[pg_extern(immutable, parallel_safe, name = "features_trans", requires = ["feature_types"])]
+#[allow(clippy::too_many_arguments)]
+fn features_public_trans(
+    state: Internal,
+    market: Option<RawText>,
+    symbol: Option<RawText>,
+    open_time: Option<TimestampWithTimeZone>,
+    close_time: Option<TimestampWithTimeZone>,
+    open: Option<RawNumeric>,
+    high: Option<RawNumeric>,
+    low: Option<RawNumeric>,
+    close: Option<RawNumeric>,
+    volume: Option<RawNumeric>,
+    quote_volume: Option<RawNumeric>,
+    taker_buy_volume: Option<RawNumeric>,
+    imbalance: Option<f64>,
+    spread_bps: Option<f64>,
+    wmid_offset_bps: Option<f64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    const F: &str = "ta.features";
+    let i = inputs!(
+        open_time,
+        close_time,
+        open,
+        high,
+        low,
+        close,
+        volume,
+        quote_volume,
+        taker_buy_volume,
+        imbalance,
+        spread_bps,
+        wmid_offset_bps
+    );
+    let (c, x) = (i.candle_novolume(F), i.extra(F));
+    unsafe { feat_trans(state, fcinfo, F, market, symbol, c, x, None, (None, None)) }
+}
+
+/// Final function of ta._features_state: the state of the current row when it is inside the
+/// emit bounds or the first candle of its UTC day, else NULL.
+#[pg_extern(immutable, parallel_safe, name = "_features_state_final", requires = ["feature_types"])]
+fn features_state_final(
+    mut state: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<FeatureStateResult> {
+    const F: &str = "ta._features_state";
+    let st = unsafe { state.get_mut::<FeatAgg<NumBytes>>() }?;
+    if !st.inside() && !st.engine.screener().is_day_first() {
+        return None;
+    }
+    let tds = *st
+        .tds
+        .get_or_insert_with(|| unsafe { lookup_tds(fcinfo, F, st.ctx, Want::State) });
+    Some(FeatureStateResult(unsafe {
+        state_datum(F, &tds, &st.market, &st.symbol, &st.engine)
+    }))
+}
+
+/// Final function of ta._signal_rows: the rule row of the current row inside the emit
+/// bounds, else NULL.
+#[pg_extern(immutable, parallel_safe, name = "_signal_rows_final", requires = ["feature_types"])]
+fn signal_rows_final(
+    mut state: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<SignalRowResult> {
+    const F: &str = "ta._signal_rows";
+    let st = unsafe { state.get_mut::<FeatAgg<NumBytes>>() }?;
+    if !st.inside() {
+        return None;
+    }
+    let tds = *st
+        .tds
+        .get_or_insert_with(|| unsafe { lookup_tds(fcinfo, F, st.ctx, Want::Signal) });
+    Some(SignalRowResult(unsafe {
+        signal_datum(F, tds.signal, &st.market, &st.symbol, &st.engine)
+    }))
+}
+
+/// Final function of ta._feature_rows and ta.features: the feature row of the current row
+/// inside the emit bounds (ta.features: every row), else NULL.
+#[pg_extern(immutable, parallel_safe, name = "_feature_rows_final", requires = ["feature_types"])]
+fn feature_rows_final(
+    mut state: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<FeatureRowResult> {
+    const F: &str = "ta._feature_rows";
+    let st = unsafe { state.get_mut::<FeatAgg<NoVolume>>() }?;
+    if !st.inside() {
+        return None;
+    }
+    let f = st.engine.features()?;
+    let tds = *st
+        .tds
+        .get_or_insert_with(|| unsafe { lookup_tds(fcinfo, F, st.ctx, Want::Features) });
+    Some(FeatureRowResult(unsafe {
+        feature_datum(tds.features, &st.market, &st.symbol, &f)
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// the per-session cache of feature engines (the live path)
+
+struct Entry {
+    /// xmin of the instrument's head row when the engine was last stepped or loaded
+    token: u32,
+    engine: FeatureEngine<NumBytes>,
+}
+
+thread_local! {
+    static CACHE: RefCell<HashMap<(String, String), Entry>> = RefCell::new(HashMap::new());
+    static CACHE_TDS: RefCell<Option<(pg_sys::Oid, Tds)>> = const { RefCell::new(None) };
+}
+
+/// Drops the cached feature engines of (market, symbol) (NULL matches any); how many.
+pub(crate) fn reset_cache(market: Option<&str>, symbol: Option<&str>) -> i64 {
+    CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        let before = cache.len();
+        cache.retain(|(m, s), _| !(market.is_none_or(|x| x == m) && symbol.is_none_or(|x| x == s)));
+        (before - cache.len()) as i64
+    })
+}
+
+fn token(fname: &str, head_xmin: Option<i64>) -> u32 {
+    let x = head_xmin.unwrap_or_else(|| raise_null(fname, "head_xmin"));
+    u32::try_from(x).unwrap_or_else(|_| raise_msg(fname, "head_xmin is not a transaction id"))
+}
+
+unsafe fn cache_tds(fcinfo: pg_sys::FunctionCallInfo) -> Tds {
+    unsafe {
+        let oid = pg_sys::get_fn_expr_rettype((*fcinfo).flinfo);
+        if let Some((o, tds)) = CACHE_TDS.with(|c| *c.borrow()) {
+            if o == oid {
+                return tds;
+            }
+        }
+        let tds = lookup_tds(
+            fcinfo,
+            "ta._features_cache_step",
+            pg_sys::TopMemoryContext,
+            Want::State,
+        );
+        CACHE_TDS.with(|c| *c.borrow_mut() = Some((oid, tds)));
+        tds
+    }
+}
+
+/// Step the cached feature engine of (market, symbol) by one candle when the cache ends where
+/// the instrument's head row is (`head_candles`, written by transaction `head_xmin`); else
+/// drop any entry and return NULL.
+#[pg_extern(volatile, parallel_unsafe, name = "_features_cache_step", requires = ["feature_types"])]
+#[allow(clippy::too_many_arguments)]
+fn features_cache_step(
+    head_candles: Option<i64>,
+    head_xmin: Option<i64>,
+    market: Option<&str>,
+    symbol: Option<&str>,
+    open_time: Option<TimestampWithTimeZone>,
+    close_time: Option<TimestampWithTimeZone>,
+    open: Option<RawNumeric>,
+    high: Option<RawNumeric>,
+    low: Option<RawNumeric>,
+    close: Option<RawNumeric>,
+    volume: Option<RawNumeric>,
+    quote_volume: Option<RawNumeric>,
+    taker_buy_volume: Option<RawNumeric>,
+    imbalance: Option<f64>,
+    spread_bps: Option<f64>,
+    wmid_offset_bps: Option<f64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<FeatureStateResult> {
+    const F: &str = "ta._features_cache_step";
+    let head = head_candles.unwrap_or_else(|| raise_null(F, "head_candles"));
+    let tok = token(F, head_xmin);
+    let market = text(F, "market", market);
+    let symbol = text(F, "symbol", symbol);
+    let i = inputs!(
+        open_time,
+        close_time,
+        open,
+        high,
+        low,
+        close,
+        volume,
+        quote_volume,
+        taker_buy_volume,
+        imbalance,
+        spread_bps,
+        wmid_offset_bps
+    );
+    let (c, x) = (i.candle_numeric(F), i.extra(F));
+    let key = (market.to_owned(), symbol.to_owned());
+    // the entry is out of the map while it is used: an error drops it
+    let mut entry = CACHE.with(|m| m.borrow_mut().remove(&key))?;
+    if entry.engine.screener().candles() != head || entry.token != tok {
+        return None;
+    }
+    ok(F, entry.engine.push(c, &x));
+    entry.token = u32::from(unsafe { pg_sys::GetCurrentTransactionId() });
+    let tds = unsafe { cache_tds(fcinfo) };
+    let d = unsafe { state_datum(F, &tds, market.as_bytes(), symbol.as_bytes(), &entry.engine) };
+    CACHE.with(|m| m.borrow_mut().insert(key, entry));
+    Some(FeatureStateResult(d))
+}
+
+/// Build the feature engine of (market, symbol) from `start` and the candles (oldest first)
+/// and cache it with token `head_xmin` when it ends at `head_candles`; returns its candle
+/// count.
+#[pg_extern(volatile, parallel_unsafe, name = "_features_cache_load", requires = ["feature_types"])]
+#[allow(clippy::too_many_arguments)]
+fn features_cache_load(
+    head_candles: Option<i64>,
+    head_xmin: Option<i64>,
+    market: Option<&str>,
+    symbol: Option<&str>,
+    start: Option<CheckpointArg>,
+    open_time: Option<Array<'_, TimestampWithTimeZone>>,
+    close_time: Option<Array<'_, TimestampWithTimeZone>>,
+    open: Option<Array<'_, RawNumeric>>,
+    high: Option<Array<'_, RawNumeric>>,
+    low: Option<Array<'_, RawNumeric>>,
+    close: Option<Array<'_, RawNumeric>>,
+    volume: Option<Array<'_, RawNumeric>>,
+    quote_volume: Option<Array<'_, RawNumeric>>,
+    taker_buy_volume: Option<Array<'_, RawNumeric>>,
+    imbalance: Option<Array<'_, f64>>,
+    spread_bps: Option<Array<'_, f64>>,
+    wmid_offset_bps: Option<Array<'_, f64>>,
+) -> i64 {
+    const F: &str = "ta._features_cache_load";
+    let head = head_candles.unwrap_or_else(|| raise_null(F, "head_candles"));
+    let tok = token(F, head_xmin);
+    let market = text(F, "market", market);
+    let symbol = text(F, "symbol", symbol);
+    let key = (market.to_owned(), symbol.to_owned());
+    drop(CACHE.with(|m| m.borrow_mut().remove(&key)));
+    let nums = |name: &str, a: Option<Array<'_, RawNumeric>>| {
+        a.unwrap_or_else(|| raise_null(F, name))
+            .iter()
+            .collect::<Vec<Option<RawNumeric>>>()
+    };
+    let times = |name: &str, a: Option<Array<'_, TimestampWithTimeZone>>| {
+        a.unwrap_or_else(|| raise_null(F, name))
+            .iter()
+            .collect::<Vec<Option<TimestampWithTimeZone>>>()
+    };
+    let floats = |name: &str, a: Option<Array<'_, f64>>| {
+        a.unwrap_or_else(|| raise_null(F, name))
+            .iter()
+            .collect::<Vec<Option<f64>>>()
+    };
+    let (ot, ct) = (
+        times("open_time", open_time),
+        times("close_time", close_time),
+    );
+    let n_ = [
+        nums("open", open),
+        nums("high", high),
+        nums("low", low),
+        nums("close", close),
+        nums("volume", volume),
+        nums("quote_volume", quote_volume),
+        nums("taker_buy_volume", taker_buy_volume),
+    ];
+    let b_ = [
+        floats("imbalance", imbalance),
+        floats("spread_bps", spread_bps),
+        floats("wmid_offset_bps", wmid_offset_bps),
+    ];
+    let n = ot.len();
+    if ct.len() != n || n_.iter().any(|p| p.len() != n) || b_.iter().any(|p| p.len() != n) {
+        raise_msg(F, "every array argument must have the same length");
+    }
+    let mut engine = <NumBytes as StartFrom>::start(F, start);
+    for k in 0..n {
+        let name = format!("{F}: candle {}", k + 1);
+        let i = Inputs {
+            open_time: ot[k],
+            close_time: ct[k],
+            open: n_[0][k],
+            high: n_[1][k],
+            low: n_[2][k],
+            close: n_[3][k],
+            volume: n_[4][k],
+            quote_volume: n_[5][k],
+            taker_buy_volume: n_[6][k],
+            imbalance: b_[0][k],
+            spread_bps: b_[1][k],
+            wmid_offset_bps: b_[2][k],
+        };
+        let (c, x) = (i.candle_numeric(&name), i.extra(&name));
+        if let Err(e) = engine.push(c, &x) {
+            raise_engine(&name, e);
+        }
+    }
+    let count = engine.screener().candles();
+    if count == head {
+        CACHE.with(|m| m.borrow_mut().insert(key, Entry { token: tok, engine }));
+    }
+    count
+}
+
+// ---------------------------------------------------------------------------------------
+// ta.feature_json, ta.feature_version
+
+/// `ta.feature_row` as JSON: {"version", "market", "symbol", "open_time", "close_time", and
+/// every feature column}; times ISO 8601 UTC with milliseconds, numbers in the shortest form
+/// that reads back as the same double, NULL as null.
+#[pg_extern(immutable, parallel_safe, strict, name = "feature_json", requires = ["feature_types"])]
+fn feature_json(row: pgrx::composite_type!("ta.feature_row")) -> String {
+    const F: &str = "ta.feature_json";
+    let get_t = |i: usize| -> Option<String> {
+        row.get_by_index::<String>(std::num::NonZeroUsize::new(i).expect("1-based"))
+            .unwrap_or_else(|e| raise_msg(F, &e.to_string()))
+    };
+    let get_ts = |i: usize| -> Option<TimestampWithTimeZone> {
+        row.get_by_index::<TimestampWithTimeZone>(std::num::NonZeroUsize::new(i).expect("1-based"))
+            .unwrap_or_else(|e| raise_msg(F, &e.to_string()))
+    };
+    let names = column_names();
+    if row.len() != FEATURE_ROW_COLUMNS {
+        raise_msg(F, "ta.feature_row does not have the columns pg_ta expects");
+    }
+    let mut s = String::with_capacity(1600);
+    s.push_str("{\"version\":");
+    let _ = write!(s, "{FEATURE_VERSION}");
+    for (k, i) in [("market", 1), ("symbol", 2)] {
+        let _ = write!(s, ",\"{k}\":");
+        match get_t(i) {
+            Some(v) => json_str(&mut s, &v),
+            None => s.push_str("null"),
+        }
+    }
+    for (k, i) in [("open_time", 3), ("close_time", 4)] {
+        let _ = write!(s, ",\"{k}\":");
+        match get_ts(i) {
+            Some(t) if t.is_finite() => {
+                s.push('"');
+                iso_ms(&mut s, t.into_inner());
+                s.push('"');
+            }
+            _ => s.push_str("null"),
+        }
+    }
+    for (j, name) in names.iter().enumerate() {
+        let v = row
+            .get_by_index::<f64>(std::num::NonZeroUsize::new(5 + j).expect("1-based"))
+            .unwrap_or_else(|e| raise_msg(F, &e.to_string()));
+        let _ = write!(s, ",\"{name}\":");
+        json_f64(&mut s, v);
+    }
+    s.push('}');
+    s
+}
+
+/// A double as the shortest decimal that reads back as the same double (Rust's formatting;
+/// exponent form outside 1e-5..1e16); non-finite as null.
+pub(crate) fn json_f64(s: &mut String, v: Option<f64>) {
+    match v {
+        Some(x) if x.is_finite() => {
+            let a = x.abs();
+            if a != 0.0 && !(1e-5..1e16).contains(&a) {
+                let _ = write!(s, "{x:e}");
+            } else {
+                let _ = write!(s, "{x}");
+            }
+        }
+        _ => s.push_str("null"),
+    }
+}
+
+fn json_str(s: &mut String, v: &str) {
+    s.push('"');
+    for ch in v.chars() {
+        match ch {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+/// µs since 2000-01-01 UTC as `YYYY-MM-DDTHH:MI:SS.mmmZ` (milliseconds truncated, as
+/// `to_char(.., 'MS')`).
+fn iso_ms(s: &mut String, us: i64) {
+    const DAY: i64 = 86_400_000_000;
+    let days = us.div_euclid(DAY) + 10_957; // days since 1970-01-01
+    let rem = us.rem_euclid(DAY);
+    // Howard Hinnant's civil_from_days
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, sec, ms) = (
+        rem / 3_600_000_000,
+        rem / 60_000_000 % 60,
+        rem / 1_000_000 % 60,
+        rem / 1_000 % 1_000,
+    );
+    let _ = write!(s, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{ms:03}Z");
+}
+
+/// The feature set version (the `version` of `ta.feature_json` and of the `ta_features`
+/// NOTIFY payload).
+#[pg_extern(immutable, parallel_safe, name = "feature_version")]
+fn feature_version() -> i32 {
+    FEATURE_VERSION
+}
+
+extension_sql_file!(
+    "sql/features.sql",
+    name = "features_sql",
+    requires = [
+        "feature_types",
+        features_state_trans,
+        feature_rows_trans,
+        features_public_trans,
+        features_state_final,
+        signal_rows_final,
+        feature_rows_final,
+        features_cache_step,
+        features_cache_load,
+        feature_json,
+        feature_version
+    ]
+);
+
+#[cfg(test)]
+mod unit {
+    #[test]
+    fn iso_and_numbers() {
+        let mut s = String::new();
+        super::iso_ms(&mut s, 0);
+        assert_eq!(s, "2000-01-01T00:00:00.000Z");
+        s.clear();
+        // 2021-05-19 12:34:56.789 UTC
+        super::iso_ms(&mut s, 674_656_496_789_000);
+        assert_eq!(s, "2021-05-19T12:34:56.789Z");
+        s.clear();
+        super::iso_ms(&mut s, -1);
+        assert_eq!(s, "1999-12-31T23:59:59.999Z");
+        for x in [0.1, -2.5e-7, 1e300, 123456.789, 0.0, -0.0, 1e-5, 9.999e15] {
+            let mut t = String::new();
+            super::json_f64(&mut t, Some(x));
+            assert_eq!(t.parse::<f64>().unwrap().to_bits(), x.to_bits(), "{t}");
+        }
+        let mut t = String::new();
+        super::json_f64(&mut t, Some(f64::NAN));
+        assert_eq!(t, "null");
+    }
+}
