@@ -63,13 +63,39 @@ CREATE TABLE IF NOT EXISTS market.screener_state (
     chain      ta.screener_checkpoint,
     CONSTRAINT screener_state_pkey PRIMARY KEY (market, symbol)
 ) WITH (fillfactor = 50);
+-- pg_ta 0.3.0: the feature row of the newest candle (market.features, sql/015)
+ALTER TABLE market.screener_state ADD COLUMN IF NOT EXISTS features ta.feature_row;
 COMMENT ON TABLE market.screener_state IS
   'Derived, one row per instrument, maintained by the candle triggers: open_time = its newest '
   'stored candle; "row" = the screener at that candle (ta.screener_row, what market.screener '
   'shows); chain = the engine''s chain state after it (ta.screener_checkpoint: candle count, '
-  'running quote volume, running sum of squared log returns, last close, RSI/MACD states). A row '
-  'with NULL chain is a placeholder taken to lock a new instrument. Rebuild with '
-  'market.rebuild_screener_state(). fillfactor 50 keeps the per-minute update HOT.';
+  'running quote volume, running sum of squared log returns, last close, RSI/MACD states); '
+  'features = the feature row of that candle (ta.feature_row, what market.features shows; NULL '
+  'while market.settings.live_features is off). A row with NULL chain is a placeholder taken to '
+  'lock a new instrument. Rebuild with market.rebuild_screener_state(). fillfactor 50 keeps the '
+  'per-minute update HOT.';
+
+-- pg_ta 0.3.0: the book features a feature row of the head used (see sql/015)
+CREATE TABLE IF NOT EXISTS market.book_1m_frozen (
+    market          text COLLATE "C" NOT NULL,
+    symbol          text COLLATE "C" NOT NULL,
+    open_time       timestamptz NOT NULL,
+    imbalance       double precision,
+    spread_bps      double precision,
+    wmid_offset_bps double precision,
+    updates         bigint NOT NULL,
+    frozen_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT book_1m_frozen_pkey PRIMARY KEY (market, symbol, open_time)
+);
+COMMENT ON TABLE market.book_1m_frozen IS
+  'The book features of minute open_time as the candle trigger saw them when it computed the '
+  'instrument''s feature row of that minute (live close, or the newest candle of a bulk write): '
+  'imbalance, spread_bps and wmid_offset_bps = ta.book_features(...).imbalance, .spread_bps and '
+  '.weighted_mid_offset_bps over the book tickers of the minute stored at that moment, updates = '
+  'how many (0: none had arrived). Written once (never updated); features_range, backtests and '
+  'recomputes read it instead of the ticks, so they reproduce the live row. Only for instruments '
+  'with book tickers. market.book_1m_late lists minutes whose ticks changed afterwards. Rows '
+  'before an instrument''s first stored candle are deleted with the candles (retention).';
 
 CREATE TABLE IF NOT EXISTS market.screener_checkpoints (
     market            text COLLATE "C" NOT NULL,
@@ -193,21 +219,27 @@ COMMENT ON FUNCTION market._run(text[], text[], timestamptz[], timestamptz[], ti
   'Internal: market._run1 for each (market, symbol, start_before, run_to, emit_from, emit_to) of '
   'the arrays, instrument after instrument. Inlined into its callers.';
 -- Recompute the derived state of instruments after writes that are not a live append: every
--- checkpoint at or after the first changed candle goes, and the engine runs again from the
--- newest valid checkpoint early enough for the head's 1-day windows to the newest candle,
--- writing the day checkpoints and the head.  Instruments without candles lose their state.
--- Returns the new heads (for evaluation).
+-- checkpoint at or after the first changed candle goes, and the feature engine runs again from
+-- the newest valid checkpoint early enough for the head's 1-day windows to the newest candle,
+-- writing the day checkpoints, the head (screener row, chain, feature row) and the head
+-- minute's frozen book features (sql/015).  Instruments without candles lose their state.
+-- Returns the new heads: their rule rows (ta.signal_row) and feature rows.
+DROP FUNCTION IF EXISTS market._recompute(text[], text[], timestamptz[]);
 CREATE OR REPLACE FUNCTION market._recompute(p_market text[], p_symbol text[], p_from timestamptz[])
-RETURNS TABLE (market text, symbol text, open_time timestamptz, "row" ta.screener_row)
+RETURNS TABLE (market text, symbol text, open_time timestamptz, signal ta.signal_row,
+               features ta.feature_row)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 #variable_conflict use_column
 DECLARE
   v_m text[]; v_s text[]; v_from timestamptz[]; v_head timestamptz[]; v_warm timestamptz[];
+  v_book timestamptz[];
+  v_live boolean := coalesce((SELECT x.live_features FROM market.settings x), true);
 BEGIN
   SELECT array_agg(f.market), array_agg(f.symbol), array_agg(f.from_time), array_agg(h.head),
-         array_agg(market._warm_before(f.market, f.symbol, h.head))
-    INTO v_m, v_s, v_from, v_head, v_warm
+         array_agg(market._warm_before(f.market, f.symbol, h.head)),
+         array_agg(market._book_from(f.market, f.symbol, h.head))
+    INTO v_m, v_s, v_from, v_head, v_warm, v_book
     FROM (SELECT u.market, u.symbol, min(u.from_time) AS from_time
             FROM unnest(p_market, p_symbol, p_from) AS u(market, symbol, from_time)
            GROUP BY u.market, u.symbol) f
@@ -227,12 +259,14 @@ BEGIN
 
   RETURN QUERY
   WITH f AS (
-    SELECT * FROM unnest(v_m, v_s, v_from, v_head, v_warm) AS f(market, symbol, from_time, head, warm)
+    SELECT * FROM unnest(v_m, v_s, v_from, v_head, v_warm, v_book)
+                  AS f(market, symbol, from_time, head, warm, book_from)
      WHERE f.head IS NOT NULL
   ), run AS MATERIALIZED (
     SELECT r.* FROM (SELECT array_agg(f.market) AS m, array_agg(f.symbol) AS s,
-                            array_agg(f.warm) AS w, array_agg(f.head) AS h FROM f) a,
-           market._run(a.m, a.s, a.w, a.h, a.h, a.h) r
+                            array_agg(f.warm) AS w, array_agg(f.head) AS h,
+                            array_agg(f.book_from) AS b FROM f) a,
+           market._frun(a.m, a.s, a.w, a.h, a.h, a.h, a.b) r
   ), ck AS (
     INSERT INTO market.screener_checkpoints AS c
     SELECT r.market, r.symbol, r.open_time, (d).candles, (d).open_time, (d).close,
@@ -243,46 +277,78 @@ BEGIN
     -- those before from_time are unchanged (and kept); a missing one is restored
     ON CONFLICT (market, symbol, open_time) DO NOTHING
   ), hd AS (
-    INSERT INTO market.screener_state AS s (market, symbol, open_time, "row", chain)
-    SELECT r.market, r.symbol, r.open_time, (r.st)."row", (r.st).chain
+    INSERT INTO market.screener_state AS s (market, symbol, open_time, "row", chain, features)
+    SELECT r.market, r.symbol, r.open_time, (r.st)."row", (r.st).chain,
+           CASE WHEN v_live THEN (r.st).features END
       FROM run r JOIN f ON f.market = r.market AND f.symbol = r.symbol AND r.open_time = f.head
     ON CONFLICT (market, symbol) DO UPDATE
-       SET open_time = EXCLUDED.open_time, "row" = EXCLUDED."row", chain = EXCLUDED.chain
-    RETURNING s.market, s.symbol, s.open_time, s."row"
+       SET open_time = EXCLUDED.open_time, "row" = EXCLUDED."row", chain = EXCLUDED.chain,
+           features = EXCLUDED.features
+    RETURNING s.market, s.symbol, s.open_time
+  ), fz AS (
+    -- what the head's feature row used of its minute's book, frozen (instruments with book data)
+    INSERT INTO market.book_1m_frozen (market, symbol, open_time, imbalance, spread_bps,
+                                       wmid_offset_bps, updates)
+    SELECT f.market, f.symbol, f.head, b.imbalance, b.spread_bps, b.wmid_offset_bps, b.updates
+      FROM f CROSS JOIN LATERAL market._book_at(f.market, f.symbol, f.head) b
+     WHERE v_live AND NOT b.frozen AND market._has_book(f.market, f.symbol)
+    ON CONFLICT DO NOTHING
   )
-  SELECT hd.market::text, hd.symbol::text, hd.open_time, hd."row" FROM hd;
+  SELECT hd.market::text, hd.symbol::text, hd.open_time, (r.st).signal, (r.st).features
+    FROM hd JOIN run r ON r.market = hd.market AND r.symbol = hd.symbol
+                      AND r.open_time = hd.open_time;
 END
 $$;
 COMMENT ON FUNCTION market._recompute(text[], text[], timestamptz[]) IS
-  'Internal: recompute checkpoints (from the first changed candle p_from on) and the head of '
-  'the given instruments with the set-based engine run; drops the state of instruments without '
-  'candles; returns the new heads.';
+  'Internal: recompute checkpoints (from the first changed candle p_from on), the head and its '
+  'feature row of the given instruments with the set-based feature engine run, freezing the '
+  'head minute''s book features; drops the state of instruments without candles; returns the new '
+  'heads (rule rows and feature rows).';
 
--- Live path: one new candle per instrument, after its head.  The session's engine cache
--- (ta._screener_cache_step) is used when it ends at the head row (its candle count and xmin);
--- otherwise it is loaded from a checkpoint and the candles since (at most a day + 2,879), and
--- stepped.  Returns the new heads; candles the cache could not serve are left to the caller
--- (p_rest).  The caller holds the head rows locked (FOR UPDATE).
+-- Live path: one new candle per instrument, after its head.  The session's feature engine
+-- cache (ta._features_cache_step: the screener engine plus the features) is used when it ends
+-- at the head row (its candle count and xmin); otherwise it is loaded from a checkpoint and the
+-- candles since (at most a day + 2,879, with the book features of the last 60), and stepped.
+-- Each candle comes with its minute's book features as stored now (frozen for later readers,
+-- sql/015).  Returns the new heads (rule rows and feature rows); candles the cache could not
+-- serve are left to the caller (p_rest).  The caller holds the head rows locked (FOR UPDATE).
+DROP FUNCTION IF EXISTS market._append(market.candles_1m[]);
 CREATE OR REPLACE FUNCTION market._append(p_candles market.candles_1m[],
-                                          OUT p_heads ta.screener_row[], OUT p_rest market.candles_1m[])
+                                          OUT p_heads ta.signal_row[],
+                                          OUT p_features ta.feature_row[],
+                                          OUT p_rest market.candles_1m[])
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
   v_cache_off boolean := coalesce(current_setting('market.screener_cache', true), '')
                            IN ('off', 'false', '0');
+  v_live boolean := coalesce((SELECT s.live_features FROM market.settings s), true);
+  v_books market.book_1m_frozen[];
   v_miss market.candles_1m[];
   v_pass int;
-  v_heads ta.screener_row[];
+  v_heads ta.signal_row[];
+  v_feats ta.feature_row[];
 BEGIN
   p_heads := '{}';
+  p_features := '{}';
   v_miss := p_candles;
+  -- the book features of each candle's minute, as stored now (instruments with book data)
+  IF v_live AND EXISTS (SELECT 1 FROM market.book_tickers) THEN
+    SELECT array_agg(ROW(c.market, c.symbol, c.open_time, b.imbalance, b.spread_bps,
+                         b.wmid_offset_bps, b.updates, now())::market.book_1m_frozen)
+      INTO v_books
+      FROM unnest(p_candles) AS c
+      CROSS JOIN LATERAL market._book_at(c.market, c.symbol, c.open_time) b
+     WHERE market._has_book(c.market, c.symbol);
+  END IF;
   FOR v_pass IN 1..2 LOOP
     EXIT WHEN v_miss IS NULL OR cardinality(v_miss) = 0;
     IF v_pass = 2 OR v_cache_off THEN
       -- (re)load the engines of the candles the cache could not step
-      PERFORM ta._screener_cache_load((h.chain).candles, h.xmin::text::bigint, c.market, c.symbol,
+      PERFORM ta._features_cache_load((h.chain).candles, h.xmin::text::bigint, c.market, c.symbol,
                                       st.ck, a.open_time, a.close_time, a.open, a.high, a.low,
-                                      a.close, a.quote_volume)
+                                      a.close, a.volume, a.quote_volume, a.taker_buy_volume,
+                                      a.imbalance, a.spread_bps, a.wmid_offset_bps)
          FROM unnest(v_miss) AS c
          JOIN market.screener_state h ON h.market = c.market AND h.symbol = c.symbol
          LEFT JOIN LATERAL market._start(c.market, c.symbol,
@@ -294,25 +360,37 @@ BEGIN
                   array_agg(x.high ORDER BY x.open_time) AS high,
                   array_agg(x.low ORDER BY x.open_time) AS low,
                   array_agg(x.close ORDER BY x.open_time) AS close,
-                  array_agg(x.quote_volume ORDER BY x.open_time) AS quote_volume
+                  array_agg(x.volume ORDER BY x.open_time) AS volume,
+                  array_agg(x.quote_volume ORDER BY x.open_time) AS quote_volume,
+                  array_agg(x.taker_buy_volume ORDER BY x.open_time) AS taker_buy_volume,
+                  array_agg(b.imbalance ORDER BY x.open_time) AS imbalance,
+                  array_agg(b.spread_bps ORDER BY x.open_time) AS spread_bps,
+                  array_agg(b.wmid_offset_bps ORDER BY x.open_time) AS wmid_offset_bps
              FROM market.candles_1m x
+             LEFT JOIN LATERAL (SELECT k.imbalance, k.spread_bps, k.wmid_offset_bps
+                                  FROM market._book_at(x.market, x.symbol, x.open_time) k
+                                 WHERE x.open_time >= market._book_from(c.market, c.symbol, c.open_time)
+                                   AND market._has_book(c.market, c.symbol)) b ON true
             WHERE x.market = c.market AND x.symbol = c.symbol
               AND x.open_time >= coalesce(st.ck_time, '-infinity') AND x.open_time < c.open_time) a;
     END IF;
     WITH stepped AS (
       SELECT c.market, c.symbol, c.open_time,
-             ta._screener_cache_step((h.chain).candles, h.xmin::text::bigint, c.market, c.symbol,
+             ta._features_cache_step((h.chain).candles, h.xmin::text::bigint, c.market, c.symbol,
                                      c.open_time, c.close_time, c.open, c.high, c.low, c.close,
-                                     c.quote_volume) AS st
+                                     c.volume, c.quote_volume, c.taker_buy_volume,
+                                     b.imbalance, b.spread_bps, b.wmid_offset_bps) AS st
         FROM unnest(v_miss) AS c
         JOIN market.screener_state h ON h.market = c.market AND h.symbol = c.symbol
+        LEFT JOIN unnest(v_books) AS b ON b.market = c.market AND b.symbol = c.symbol
       OFFSET 0
     ), hd AS (
       UPDATE market.screener_state h
-         SET open_time = s.open_time, "row" = (s.st)."row", chain = (s.st).chain
+         SET open_time = s.open_time, "row" = (s.st)."row", chain = (s.st).chain,
+             features = CASE WHEN v_live THEN (s.st).features END
         FROM stepped s
        WHERE ((s.st).chain).candles IS NOT NULL AND h.market = s.market AND h.symbol = s.symbol
-      RETURNING h."row"
+      RETURNING h.market, h.symbol
     ), ck AS (
       INSERT INTO market.screener_checkpoints
       SELECT s.market, s.symbol, s.open_time, (d).candles, (d).open_time, (d).close,
@@ -320,9 +398,17 @@ BEGIN
         FROM (SELECT s.*, (s.st).day_checkpoint AS d FROM stepped s) s
        WHERE (s.d).candles IS NOT NULL
       ON CONFLICT (market, symbol, open_time) DO NOTHING
+    ), fz AS (
+      INSERT INTO market.book_1m_frozen
+      SELECT b.* FROM unnest(v_books) AS b
+        JOIN stepped s ON s.market = b.market AND s.symbol = b.symbol
+       WHERE ((s.st).chain).candles IS NOT NULL
+      ON CONFLICT DO NOTHING
     )
-    SELECT array_agg(hd."row") INTO v_heads FROM hd;
+    SELECT array_agg((s.st).signal), array_agg((s.st).features) INTO v_heads, v_feats
+      FROM stepped s JOIN hd ON hd.market = s.market AND hd.symbol = s.symbol;
     p_heads := p_heads || coalesce(v_heads, '{}');
+    p_features := p_features || coalesce(v_feats, '{}');
     SELECT array_agg(c) INTO v_miss
       FROM unnest(v_miss) AS c
      WHERE NOT EXISTS (SELECT 1 FROM unnest(v_heads) AS d
@@ -332,10 +418,12 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION market._append(market.candles_1m[]) IS
-  'Internal: live path. Steps the session''s screener engine cache (loading it from a checkpoint '
+  'Internal: live path. Steps the session''s feature engine cache (loading it from a checkpoint '
   'and the candles since when it does not end at the head row) for one new candle per '
-  'instrument, updates the heads and writes day checkpoints; returns the new heads and the '
-  'candles it could not serve (those are recomputed by the caller).';
+  'instrument, with the book features of its minute as stored now; updates the heads (screener '
+  'row, chain, feature row), writes day checkpoints and freezes the book features used; returns '
+  'the new heads (rule rows, feature rows) and the candles it could not serve (those are '
+  'recomputed by the caller).';
 
 CREATE OR REPLACE FUNCTION market.rebuild_screener_state(p_market text DEFAULT NULL,
                                                          p_symbol text DEFAULT NULL)

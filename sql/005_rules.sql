@@ -34,8 +34,9 @@ CREATE TABLE IF NOT EXISTS market.alert_rules (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE market.alert_rules IS
-  'Screener alert rules. expression: boolean SQL-like expression over ta.screener_row columns '
-  '(e.g. change_5m > 2 AND rsi_14 < 30); $name reads the number config->name, so thresholds live '
+  'Screener alert rules. expression: boolean SQL-like expression over ta.signal_row columns (the '
+  'screener''s ta.screener_row and the features of ta.feature_row, e.g. change_5m > 2 AND rsi_14 < '
+  '30, imbalance_1m > 0.3 AND change_5m > 1); $name reads the number config->name, so thresholds live '
   'in config and are edited with UPDATE. Checked at INSERT/UPDATE by ta.rule_compile (invalid '
   'expressions and unknown columns are rejected) and compiled into `compiled`. kind = preset: '
   'shipped rules whose expression is fixed (their config, enabled and cooldown are editable). '
@@ -71,7 +72,7 @@ BEGIN
   ELSE
     NEW.created_by := OLD.created_by;
   END IF;
-  NEW.compiled := ta.rule_compile(NEW.expression, 'ta.screener_row', NEW.config);
+  NEW.compiled := ta.rule_compile(NEW.expression, 'ta.signal_row', NEW.config);
   NEW.updated_at := now();
   RETURN NEW;
 END
@@ -262,4 +263,4 @@ $$;
 COMMENT ON FUNCTION market._alert_rules_compile() IS
   'Internal: BEFORE INSERT/UPDATE trigger of market.alert_rules; keeps presets owner-only (their '
   'kind and expression), sets created_by, checks the expression and config with ta.rule_compile '
-  'against ta.screener_row (an invalid rule is rejected with its SQLSTATE) and stores the compiled SQL.';
+  'against ta.signal_row (an invalid rule is rejected with its SQLSTATE) and stores the compiled SQL.';

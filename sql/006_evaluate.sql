@@ -13,6 +13,8 @@
 --   * Alerts are written to market.alert_history, queued in market.alert_deliveries for the
 --     sinks that subscribe to them, and sent with pg_notify('ta_alerts', payload); NOTIFY is
 --     delivered at commit, so an alert exists only if its candle does.
+--   * Rules read rule rows (ta.signal_row: the screener row and the feature row, pg_ta 0.3.0);
+--     the feature rows of the evaluated minutes are sent on NOTIFY ta_features (sql/015).
 
 CREATE OR REPLACE FUNCTION market.alert_channel() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS
@@ -26,8 +28,10 @@ COMMENT ON FUNCTION market.alert_payload_version() IS
   'alert_id, vcp); bumped on any incompatible change.';
 
 -- A plain SQL function without SET, so that PostgreSQL inlines it (backtests build it for every
--- firing candle): every function in it is schema-qualified.
-CREATE OR REPLACE FUNCTION market._alert_payload(m ta.screener_row, p_alert_id bigint,
+-- firing candle): every function in it is schema-qualified.  pg_ta 0.3.0: rules read
+-- ta.signal_row (the 0.2.0 ta.screener_row version goes; the payload is unchanged).
+DROP FUNCTION IF EXISTS market._alert_payload(ta.screener_row, bigint, integer, text);
+CREATE OR REPLACE FUNCTION market._alert_payload(m ta.signal_row, p_alert_id bigint,
                                                  p_rule_id integer, p_rule text)
 RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE AS
@@ -52,7 +56,7 @@ SELECT pg_catalog.jsonb_build_object(
   'rsi_14', m.rsi_14,
   'macd', m.macd)
 $$;
-COMMENT ON FUNCTION market._alert_payload(ta.screener_row, bigint, integer, text) IS
+COMMENT ON FUNCTION market._alert_payload(ta.signal_row, bigint, integer, text) IS
   'The alert JSON (version 2): {version, alert_id, market, symbol, rule, rule_id, open_time, '
   'close_time (ISO 8601 UTC of the candle), price (candle close), changes {1m,5m,15m,1h,4h,8h,1d} '
   '(percent), volumes {1m,...,1d} (quote asset), vcp, rsi_14, macd}. Metrics whose window is not '
@@ -70,7 +74,7 @@ SELECT format($q$
     WITH fired AS (
       SELECT a.x, r.rule_id
         FROM (SELECT m AS x, array_remove(ARRAY[%s]::int[], NULL) AS ids
-                FROM unnest($1::ta.screener_row[]) AS m) a,
+                FROM unnest($1::ta.signal_row[]) AS m) a,
              unnest(a.ids) AS r(rule_id)
     ), fresh AS (
       SELECT f.x, r.rule_id, r.name,
@@ -110,6 +114,8 @@ REVOKE ALL ON market._evaluator_lock FROM PUBLIC;
 COMMENT ON TABLE market._evaluator_lock IS
   'Internal: one row, locked FOR UPDATE while market._fire_rules is regenerated.';
 
+-- pg_ta 0.3.0: the evaluator reads ta.signal_row (regenerated below with the new signature)
+DROP FUNCTION IF EXISTS market._fire_rules(ta.screener_row[]);
 CREATE OR REPLACE FUNCTION market._regenerate_evaluator() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
@@ -128,14 +134,14 @@ BEGIN
   END IF;
   -- the settings the compiled text depends on are pinned on the function
   EXECUTE format($ddl$
-    CREATE OR REPLACE FUNCTION market._fire_rules(p_rows ta.screener_row[],
+    CREATE OR REPLACE FUNCTION market._fire_rules(p_rows ta.signal_row[],
                                                   OUT p_alert_ids bigint[], OUT p_payloads text[])
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     SET standard_conforming_strings = on
     SET extra_float_digits = 1
     AS %L$ddl$, v_body);
-  EXECUTE 'COMMENT ON FUNCTION market._fire_rules(ta.screener_row[]) IS '
+  EXECUTE 'COMMENT ON FUNCTION market._fire_rules(ta.signal_row[]) IS '
           || quote_literal('Generated from market.alert_rules by market._regenerate_evaluator(); '
                            || 'do not edit. Evaluates the enabled rules on the rows, writes '
                            || 'alert_history; returns the new alert ids and payloads.');
@@ -162,7 +168,8 @@ DO $$ BEGIN PERFORM market._regenerate_evaluator(); END $$;
 -- deliveries and NOTIFY.  Returns the number of alerts sent.  A rule that fails at run time
 -- (e.g. arithmetic overflow in a custom expression) is skipped with a WARNING and a
 -- data_quality_log row; it never makes the candle write fail.
-CREATE OR REPLACE FUNCTION market._evaluate(p_rows ta.screener_row[])
+DROP FUNCTION IF EXISTS market._evaluate(ta.screener_row[]);
+CREATE OR REPLACE FUNCTION market._evaluate(p_rows ta.signal_row[])
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
@@ -220,8 +227,9 @@ BEGIN
   RETURN coalesce(cardinality(v_ids), 0);
 END
 $$;
-COMMENT ON FUNCTION market._evaluate(ta.screener_row[]) IS
-  'Internal: evaluate the enabled rules on the screener rows; alert_history, delivery queue, NOTIFY.';
+COMMENT ON FUNCTION market._evaluate(ta.signal_row[]) IS
+  'Internal: evaluate the enabled rules on the rule rows (ta.signal_row); alert_history, delivery '
+  'queue, NOTIFY.';
 
 -- Shared body of the INSERT and UPDATE triggers.  Per instrument: the first and last written
 -- open_time; p_single holds the candles of the instruments with exactly one written row in an
@@ -236,7 +244,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
   v_live market.candles_1m[];
-  v_heads ta.screener_row[];
+  v_heads ta.signal_row[];
+  v_feats ta.feature_row[];
   v_rest market.candles_1m[];
   v_rm text[];
   v_rs text[];
@@ -261,7 +270,8 @@ BEGIN
     JOIN market.screener_state s ON s.market = c.market AND s.symbol = c.symbol
    WHERE (s.chain).candles IS NOT NULL AND c.open_time > s.open_time;
   IF v_live IS NOT NULL THEN
-    SELECT a.p_heads, a.p_rest INTO v_heads, v_rest FROM market._append(v_live) a;
+    SELECT a.p_heads, a.p_features, a.p_rest INTO v_heads, v_feats, v_rest
+      FROM market._append(v_live) a;
   END IF;
 
   -- everything else (bulk writes, out-of-order minutes, updates, new instruments, and live
@@ -280,7 +290,7 @@ BEGIN
     v_rm := NULL;
   END IF;
   IF v_rm IS NOT NULL THEN
-    SELECT v_heads || array_agg(r."row") INTO v_heads
+    SELECT v_heads || array_agg(r.signal), v_feats || array_agg(r.features) INTO v_heads, v_feats
       FROM market._recompute(v_rm, v_rs, v_rf) r
       JOIN unnest(v_rm, v_rs, v_rt) AS u(market, symbol, to_time)
         ON u.market = r.market AND u.symbol = r.symbol
@@ -291,14 +301,17 @@ BEGIN
     RETURN;
   END IF;
   PERFORM market._evaluate(v_heads);
+  -- the evaluated minutes' feature rows, for models listening (sql/015)
+  PERFORM market._notify_features(v_feats);
 END
 $$;
 COMMENT ON FUNCTION market._apply_candle_changes(text[], text[], timestamptz[], timestamptz[], market.candles_1m[], boolean) IS
   'Internal: shared body of the candle INSERT/UPDATE triggers: locks the heads of the written '
-  'instruments, steps the live path or recomputes the derived state, and evaluates the rules at '
-  'each instrument''s newest written candle when it is its newest stored one (unless '
-  'market.evaluate_alerts = off). With TimescaleDB the recompute waits for commit '
-  '(market._deferred_candle_changes) unless p_at_commit.';
+  'instruments, steps the live path or recomputes the derived state (screener row, feature row), '
+  'and evaluates the rules at each instrument''s newest written candle when it is its newest '
+  'stored one, sending its feature row on NOTIFY ta_features (unless market.evaluate_alerts = '
+  'off). With TimescaleDB the recompute waits for commit (market._deferred_candle_changes) unless '
+  'p_at_commit.';
 
 -- Changes whose recompute waits for commit (TimescaleDB; see market._apply_candle_changes).
 CREATE TABLE IF NOT EXISTS market._deferred_candle_changes (
@@ -442,6 +455,9 @@ BEGIN
     DELETE FROM market.screener_checkpoints c
      USING unnest(v_pm, v_ps, v_pfirst) AS p(market, symbol, first_time)
      WHERE c.market = p.market AND c.symbol = p.symbol AND c.open_time < p.first_time;
+    DELETE FROM market.book_1m_frozen b
+     USING unnest(v_pm, v_ps, v_pfirst) AS p(market, symbol, first_time)
+     WHERE b.market = p.market AND b.symbol = p.symbol AND b.open_time < p.first_time;
   END IF;
   IF v_rm IS NOT NULL THEN
     PERFORM 1 FROM market.screener_state s
@@ -457,7 +473,7 @@ CREATE OR REPLACE FUNCTION market._candles_after_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-  TRUNCATE market.screener_state, market.screener_checkpoints;
+  TRUNCATE market.screener_state, market.screener_checkpoints, market.book_1m_frozen;
   PERFORM ta._screener_cache_reset();
   RETURN NULL;
 END
@@ -493,18 +509,8 @@ CREATE TRIGGER candles_1m_after_truncate
   AFTER TRUNCATE ON market.candles_1m
   FOR EACH STATEMENT EXECUTE FUNCTION market._candles_after_truncate();
 
--- Candles written before this schema existed (a database created by pg_ta 0.1.0, or candles
--- written with the triggers bypassed): build their state.
-DO $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM market.candles_1m)
-     AND NOT EXISTS (SELECT 1 FROM market.screener_state) THEN
-    RAISE NOTICE 'pg_ta: building the screener state of % instruments from their candles',
-      (SELECT count(*) FROM (SELECT DISTINCT market, symbol FROM market.candles_1m) i);
-    PERFORM market.rebuild_screener_state();
-  END IF;
-END
-$$;
+-- (Candles written before this schema existed get their state at the end of sql/015, once
+-- everything the recompute reads exists.)
 
 COMMENT ON FUNCTION market._rules_query(text) IS
   'Internal: the SQL of the generated evaluator ($1 = the screener rows; rules array -> dedup, '
@@ -528,7 +534,8 @@ COMMENT ON FUNCTION market._candles_deleted_row() IS
   'transition table: TimescaleDB refuses those for DELETE on compressed hypertables).';
 COMMENT ON FUNCTION market._candles_after_delete() IS
   'Internal: AFTER DELETE statement trigger of market.candles_1m; deleting the oldest candles of '
-  'an instrument up to a day start only drops older checkpoints, any other delete recomputes the '
-  'instrument from the first deleted candle.';
+  'an instrument up to a day start only drops older checkpoints and frozen book minutes, any other '
+  'delete recomputes the instrument from the first deleted candle.';
 COMMENT ON FUNCTION market._candles_after_truncate() IS
-  'Internal: AFTER TRUNCATE trigger of market.candles_1m; empties the screener state and checkpoints.';
+  'Internal: AFTER TRUNCATE trigger of market.candles_1m; empties the screener state, checkpoints '
+  'and frozen book minutes.';

@@ -1,9 +1,11 @@
 -- 008: backtests: evaluate rules over stored history without writing or notifying anything.
 --
--- The screener engine runs once per instrument over the range (from a day checkpoint, windows
--- reaching back before p_from) and every rule of the backtest is evaluated on each row in the
--- same pass, as the live evaluator does (market._rule_branch); the live cooldown is applied per
--- (instrument, rule).
+-- The feature engine (the screener engine plus the features, pg_ta 0.3.0) runs once per
+-- instrument over the range (from a day checkpoint, windows reaching back before p_from) and
+-- every rule of the backtest is evaluated on each rule row (ta.signal_row) in the same pass, as
+-- the live evaluator does (market._rule_branch); the live cooldown is applied per
+-- (instrument, rule).  Book features are read as the live path froze them
+-- (market.book_1m_frozen), so a backtest sees what the live rule saw.
 
 DROP FUNCTION IF EXISTS market._backtest(text, text, integer, interval, timestamptz, timestamptz, text[], text);
 DROP FUNCTION IF EXISTS market._backtest(text[], text[], integer[], interval[], timestamptz, timestamptz, text[], text);
@@ -34,8 +36,9 @@ BEGIN
     INTO v_branches FROM unnest(p_compiled) WITH ORDINALITY AS o(compiled, k);
   v_query := format(
     'SELECT f.x, f.ks FROM (SELECT m AS x, array_remove(ARRAY[%s]::int[], NULL) AS ks'
-    '  FROM market._run1($1, $2, market._warm_before($1, $2, $3), $4, $3, $4) r,'
-    '       LATERAL unnest(ARRAY[(r.st)."row"]) AS m'
+    '  FROM market._srun1($1, $2, market._warm_before($1, $2, $3), $4, $3, $4,'
+    '                     market._book_from($1, $2, $3)) r,'
+    '       LATERAL unnest(ARRAY[r.sig]) AS m'
     ' WHERE r.open_time >= $3 AND r.open_time <= $4) f WHERE cardinality(f.ks) > 0',
     v_branches);
   v_no_cooldown := (SELECT bool_and(d IS NULL) FROM unnest(p_cooldowns) d);
@@ -50,8 +53,8 @@ BEGIN
       CONTINUE;
     END IF;
     v_last := array_fill(NULL::timestamptz, ARRAY[cardinality(p_compiled)]);
-    -- the compiled rules read m."column": m is the engine's row of each candle, streamed in
-    -- open_time order
+    -- the compiled rules read m."column": m is the engine's rule row of each candle, streamed
+    -- in open_time order
     FOR c IN EXECUTE v_query USING i.market, i.symbol, p_from, p_to LOOP
       FOREACH k IN ARRAY c.ks LOOP
         -- the live cooldown: silent while a previous alert of this (instrument, rule) is
@@ -100,7 +103,7 @@ BEGIN
             HINT = 'SELECT name FROM market.alert_rules lists the rules.';
   END IF;
   PERFORM market._check_range('market.backtest', p_from, p_to);
-  SELECT array_agg(ta.rule_compile(a.expression, 'ta.screener_row',
+  SELECT array_agg(ta.rule_compile(a.expression, 'ta.signal_row',
                                    a.config || coalesce(p_config, '{}')) ORDER BY a.rule_id),
          array_agg(a.name ORDER BY a.rule_id), array_agg(a.rule_id ORDER BY a.rule_id),
          array_agg(CASE WHEN p_cooldown THEN a.cooldown END ORDER BY a.rule_id)
@@ -154,7 +157,7 @@ $$
 BEGIN
   PERFORM market._check_range('market.backtest_expression', p_from, p_to);
   RETURN QUERY SELECT * FROM market._backtest(
-    ARRAY[ta.rule_compile(p_expression, 'ta.screener_row', coalesce(p_config, '{}'))],
+    ARRAY[ta.rule_compile(p_expression, 'ta.signal_row', coalesce(p_config, '{}'))],
     ARRAY['expression'], ARRAY[NULL::integer], ARRAY[p_cooldown], p_from, p_to, p_symbols,
     p_market, true);
 END
@@ -166,5 +169,6 @@ COMMENT ON FUNCTION market.backtest_expression(text, timestamptz, timestamptz, t
 
 COMMENT ON FUNCTION market._backtest(text[], text[], integer[], interval[], timestamptz, timestamptz, text[], text, boolean) IS
   'Internal: shared body of the backtests: compiled rules (element k fires as rule p_rules[k]) '
-  'over the screener engine''s rows of [p_from, p_to], one pass per instrument, each rule''s '
+  'over the feature engine''s rule rows (ta.signal_row) of [p_from, p_to], one pass per '
+  'instrument, book features as frozen by the live path, each rule''s '
   'cooldown applied when p_cooldowns[k] is not NULL; payload built when p_payload.';

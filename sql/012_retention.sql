@@ -65,6 +65,8 @@ BEGIN
                             AND x.open_time = c.open_time);
       -- instruments whose newest candle was dropped have no candles left
       DELETE FROM market.screener_state h WHERE h.open_time < candles_cutoff;
+      -- frozen book minutes of dropped candles (pg_ta 0.3.0, sql/003)
+      DELETE FROM market.book_1m_frozen b WHERE b.open_time < candles_cutoff;
     ELSE
       FOR i IN SELECT h.market, h.symbol FROM market.screener_state h ORDER BY 1, 2 LOOP
         DELETE FROM market.candles_1m c

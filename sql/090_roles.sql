@@ -41,8 +41,18 @@ DECLARE
     'market._check_range(text, timestamptz, timestamptz)',
     'market._range_instruments(timestamptz, text[], text)',
     'market._run1(text, text, timestamptz, timestamptz, timestamptz, timestamptz)',
-    'market._alert_payload(ta.screener_row, bigint, integer, text)',
-    'market._rollup_sql(interval, name)', 'market._rule_branch(integer, text)'];
+    'market._alert_payload(ta.signal_row, bigint, integer, text)',
+    'market._rollup_sql(interval, name)', 'market._rule_branch(integer, text)',
+    -- pg_ta 0.3.0: tick views and features (015)
+    'market._minute_close(timestamptz)', 'market._tick_bucket(name, text)',
+    'market._tick_view_sql(text, name)', 'market.features_channel()',
+    'market.features_range(text[], text[], timestamptz, timestamptz)',
+    'market._has_book(text, text)', 'market._book_at(text, text, timestamptz)',
+    'market._book_from(text, text, timestamptz)',
+    'market._frun1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
+    'market._frun(text[], text[], timestamptz[], timestamptz[], timestamptz[], timestamptz[], timestamptz[])',
+    'market._srun1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
+    'market._frows1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)'];
   f text;
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_reader') THEN

@@ -102,7 +102,7 @@ UPDATE market.alert_rules SET enabled = false WHERE name = 'flat_1m';
 SELECT count(*) AS enabled_rules FROM market.alert_rules WHERE enabled;
 SELECT count(*) AS rule_branches
   FROM pg_proc, regexp_matches(prosrc, 'THEN \d+ END', 'g')
- WHERE pg_proc.oid = 'market._fire_rules(ta.screener_row[])'::regprocedure;
+ WHERE pg_proc.oid = 'market._fire_rules(ta.signal_row[])'::regprocedure;
 
 -- re-applying the schema keeps user edits (config values, enabled flags, custom rules)
 \set ECHO none
