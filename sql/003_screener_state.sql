@@ -94,8 +94,8 @@ COMMENT ON TABLE market.book_1m_frozen IS
   '.weighted_mid_offset_bps over the book tickers of the minute stored at that moment, updates = '
   'how many (0: none had arrived). Written once (never updated); features_range, backtests and '
   'recomputes read it instead of the ticks, so they reproduce the live row. Only for instruments '
-  'with book tickers. market.book_1m_late lists minutes whose ticks changed afterwards. Rows '
-  'before an instrument''s first stored candle are deleted with the candles (retention).';
+  'with book tickers. market.book_1m_late lists minutes whose ticks changed afterwards. A row is '
+  'deleted with its candle (and by retention with the candles).';
 
 CREATE TABLE IF NOT EXISTS market.screener_checkpoints (
     market            text COLLATE "C" NOT NULL,

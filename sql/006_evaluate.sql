@@ -449,15 +449,16 @@ BEGIN
                         THEN '-infinity'::timestamptz ELSE k.mn END) FILTER (WHERE NOT k.prefix)
     INTO v_pm, v_ps, v_pfirst, v_rm, v_rs, v_rf
     FROM k;
+  -- the frozen book minutes of deleted candles go with them
+  DELETE FROM market.book_1m_frozen b
+   USING pg_temp.pg_ta_deleted_candles d
+   WHERE b.market = d.market AND b.symbol = d.symbol AND b.open_time = d.open_time;
   TRUNCATE pg_temp.pg_ta_deleted_candles;
 
   IF v_pm IS NOT NULL THEN
     DELETE FROM market.screener_checkpoints c
      USING unnest(v_pm, v_ps, v_pfirst) AS p(market, symbol, first_time)
      WHERE c.market = p.market AND c.symbol = p.symbol AND c.open_time < p.first_time;
-    DELETE FROM market.book_1m_frozen b
-     USING unnest(v_pm, v_ps, v_pfirst) AS p(market, symbol, first_time)
-     WHERE b.market = p.market AND b.symbol = p.symbol AND b.open_time < p.first_time;
   END IF;
   IF v_rm IS NOT NULL THEN
     PERFORM 1 FROM market.screener_state s
@@ -533,9 +534,9 @@ COMMENT ON FUNCTION market._candles_deleted_row() IS
   'Internal: AFTER DELETE row trigger of market.candles_1m; records the deleted key (no '
   'transition table: TimescaleDB refuses those for DELETE on compressed hypertables).';
 COMMENT ON FUNCTION market._candles_after_delete() IS
-  'Internal: AFTER DELETE statement trigger of market.candles_1m; deleting the oldest candles of '
-  'an instrument up to a day start only drops older checkpoints and frozen book minutes, any other '
-  'delete recomputes the instrument from the first deleted candle.';
+  'Internal: AFTER DELETE statement trigger of market.candles_1m; drops the frozen book minutes of '
+  'the deleted candles; deleting the oldest candles of an instrument up to a day start only drops '
+  'older checkpoints, any other delete recomputes the instrument from the first deleted candle.';
 COMMENT ON FUNCTION market._candles_after_truncate() IS
   'Internal: AFTER TRUNCATE trigger of market.candles_1m; empties the screener state, checkpoints '
   'and frozen book minutes.';
