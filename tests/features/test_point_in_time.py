@@ -5,11 +5,11 @@ math.fsum, TA-Lib), bit for bit.
 
 Data (PG_TA_SHARED_DATA, real recordings):
   A  spot BTCUSDT, the first 3,300 minutes of spot/klines12/BTCUSDT-1m-2021-10-11_2021-10-21
-     (bulk insert).  Tested minutes: the last 200 (every column warmed up), the first 30
+     (bulk insert).  Tested minutes: the last 150 (every column warmed up), the first 30
      (warm-up NULLs) and the minutes around the 1-day warm-up edges (1438..1441, 1497..1501).
   B  usdm BTCUSD_PERP: the whole-day coin-M aggTrades dump (105,280 trades) into
      market.agg_trades, candles = market.trade_candles_1m (ta.kline), bulk.  Tested: the last
-     120 minutes and 20 spread over the day.
+     60 minutes and 20 spread over the day.
   C  usdm BTCUSDT 2020-02-22 (Tardis): 9,999 raw trades (one aggregate trade each) and 9,999
      best bid/ask quotes as book tickers (update_id = row number: Tardis has none); written like
      a live feed, minute by minute, the minute's book tickers before its candle (so the
@@ -144,9 +144,9 @@ def test_point_in_time(tmp_path):
 
             # truncate after m, recompute, compare
             ta = sorted(t for (m, s, t) in full if (m, s) == ("spot", "BTCUSDT"))
-            tested_a = ta[-200:] + ta[:30] + ta[1438:1442] + ta[1497:1502]
+            tested_a = ta[-150:] + ta[:30] + ta[1438:1442] + ta[1497:1502]
             tb = sorted(t for (m, s, t) in full if (m, s) == ("usdm", "BTCUSD_PERP"))
-            tested_b = tb[-120:] + tb[::72]
+            tested_b = tb[-60:] + tb[::72]
             tc = sorted(t for (m, s, t) in full if (m, s) == ("usdm", "BTCUSDT"))
             t1 = time.monotonic()
             n = (_walk_back(conn, "spot", "BTCUSDT", full, tested_a)
