@@ -202,5 +202,51 @@ def first_difference(got: dict, want: dict, names: list[str] | None = None) -> s
     return None
 
 
+def iso_ms(text: str) -> int:
+    """ms of an ISO 8601 UTC time as the payloads print it (2024-01-01T00:00:00.000Z)."""
+    return ms(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def payload_key(p: dict) -> tuple:
+    """(market, symbol, open_time ms) of a ta_features payload."""
+    return (p["market"], p["symbol"], iso_ms(p["open_time"]))
+
+
+def payload_row(p: dict) -> tuple:
+    """(close_time ms, value per feature column) of a ta_features payload, numbers as floats
+    (json prints 1.0 as 1)."""
+    return (iso_ms(p["close_time"]),) + tuple(None if p[c] is None else float(p[c])
+                                              for c in FEATURE_COLS)
+
+
 def no_nan(rows: dict) -> bool:
     return all(not (isinstance(x, float) and x != x) for r in rows.values() for x in r)
+
+
+class NotifyCollector:
+    """LISTEN on a channel in a background thread and keep every payload received, in order,
+    until stop()."""
+
+    def __init__(self, dsn: str, channel: str):
+        import threading
+
+        import psycopg
+        self.payloads: list[str] = []
+        self._stop = threading.Event()
+        self._conn = psycopg.connect(dsn, autocommit=True)
+        self._conn.execute(f'LISTEN "{channel}"')
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for n in self._conn.notifies(timeout=0.5):
+                self.payloads.append(n.payload)
+
+    def stop(self, drain: float = 2.0) -> list[str]:
+        import time as _t
+        _t.sleep(drain)
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._conn.close()
+        return self.payloads

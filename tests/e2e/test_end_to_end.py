@@ -41,7 +41,10 @@ preset in alert_history equals the Python reference; payload numbers (price, cha
 times) equal the reference values exactly; (4) dedup: re-running `ta-feed import` of the same
 file writes 0 rows and adds no alert; re-writing already-stored minutes with identical values
 (ta-feed's conditional upsert, ON CONFLICT DO NOTHING, and an unconditional upsert) fires no
-alert and sends no NOTIFY.
+alert and sends no NOTIFY; (5) live = offline for features (issue 17 item 4): a LISTEN
+ta_features connection, started before the stream, receives exactly one feature row per evaluated
+minute (the minutes of (3), including those recovered after each disconnect and written with
+alerts), and every row equals market.features_range over the same minutes, bit for bit (0 skew).
 
 When the shared data is absent the same path runs on a synthetic klines12 file (3 days of
 BTCUSDT with a crash-like drop that fires big_bear_60) written to a temp directory.
@@ -67,6 +70,7 @@ import numpy as np
 import pytest
 
 from common import binance_data as bd
+from common import features_db as fdb
 from common import pg
 from common import screener_ref as ref
 from common.procs import Child, finish
@@ -168,6 +172,7 @@ def test_end_to_end(tmp_path):
 
     children: list[Child] = []
     ok = False
+    features = fdb.NotifyCollector(dsn, "ta_features")
     try:
         # fake Binance
         replay = Child("replay", ["replay", "--file", path, "--listen", "127.0.0.1:0",
@@ -229,11 +234,12 @@ def test_end_to_end(tmp_path):
             time.sleep(0.2)
         rc_listen = listen.interrupt()
         rc_replay = replay.interrupt()
+        feature_payloads = features.stop()
         print(f"stream ran {stream_secs:.0f} s; exit codes: stream {rc_stream}, "
               f"listen {rc_listen}, replay {rc_replay}")
         assert (rc_stream, rc_listen, rc_replay) == (0, 0, 0), "a child did not exit 0 on SIGINT"
 
-        check_all(dsn, path, kl, stream, listen, synthetic)
+        check_all(dsn, path, kl, stream, listen, synthetic, feature_payloads)
         print(f"[time] end-to-end test total: {time.monotonic() - t_start:.1f} s")
         ok = True
     finally:
@@ -248,12 +254,49 @@ def _count_lines(p: str) -> int:
 # --------------------------------------------------------------------------------------
 # checks
 
-def check_all(dsn: str, path: str, kl: list, stream: Child, listen: Child, synthetic: bool):
+def check_all(dsn: str, path: str, kl: list, stream: Child, listen: Child, synthetic: bool,
+              feature_payloads: list):
     with psycopg.connect(dsn, autocommit=True) as conn:
         check_candles(conn, kl)
         check_indicators(conn, kl)
         evaluated = check_alerts(conn, kl, stream, listen, synthetic)
+        check_features(conn, kl, evaluated, feature_payloads)
         check_dedup(conn, path, kl, evaluated)
+
+
+def check_features(conn, kl, evaluated, payloads):
+    t = np.array([k.open_time for k in kl], dtype=np.int64)
+    want_minutes = {int(x) for x in t[evaluated]}
+    live = {}
+    dup = 0
+    for text in payloads:
+        p = json.loads(text)
+        assert p["version"] == 1, p
+        key = fdb.payload_key(p)
+        dup += key in live
+        live[key] = fdb.payload_row(p)
+    got_minutes = {k[2] for k in live}
+    rng = fdb.select_features(conn, "SELECT * FROM market.features_range(NULL, NULL, %s, %s)",
+                              (fdb.dt_ms(int(t[0])), fdb.dt_ms(int(t[-1]))))
+    d = fdb.first_difference(live, {k: rng[k] for k in live if k in rng},
+                             ["close_time"] + fdb.FEATURE_COLS)
+    gaps = conn.execute("SELECT from_time, to_time FROM market.data_quality_log"
+                        " WHERE kind = 'gap_filled'").fetchall()
+    recovered = sum(1 for (_m, _s, x) in live
+                    if any(fdb.ms(a) <= x <= fdb.ms(b) for a, b in gaps))
+    nonnull = sum(v is not None for r in live.values() for v in r[1:])
+    print(f"(5) features: {len(live)} live rows on NOTIFY ta_features ({dup} duplicated; "
+          f"{recovered} of them recovered after a disconnect), {nonnull} non-NULL values; "
+          f"equal to features_range bit for bit: {'yes' if d is None else d}")
+    assert dup == 0, "a feature row was sent twice"
+    assert got_minutes == want_minutes, \
+        (f"feature NOTIFYs at other minutes than the evaluated ones: only notified "
+         f"{sorted(got_minutes - want_minutes)[:5]}, not notified {sorted(want_minutes - got_minutes)[:5]}")
+    assert d is None, f"live feature rows differ from features_range: {d}"
+    assert recovered > 0, "no feature row of a minute recovered after a disconnect"
+    # market.features is the newest one
+    head = fdb.select_features(conn, "SELECT * FROM market.features")
+    assert len(head) == 1 and head.items() <= rng.items()
 
 
 def check_candles(conn, kl):

@@ -1032,7 +1032,7 @@ mod unit {
         assert_eq!(s, "2000-01-01T00:00:00.000Z");
         s.clear();
         // 2021-05-19 12:34:56.789 UTC
-        super::iso_ms(&mut s, 674_656_496_789_000);
+        super::iso_ms(&mut s, 674_742_896_789_000);
         assert_eq!(s, "2021-05-19T12:34:56.789Z");
         s.clear();
         super::iso_ms(&mut s, -1);
@@ -1045,5 +1045,224 @@ mod unit {
         let mut t = String::new();
         super::json_f64(&mut t, Some(f64::NAN));
         assert_eq!(t, "null");
+    }
+}
+
+// The SQL glue of the feature engine: the three window aggregates agree with each other and
+// with the screener, a run from a day checkpoint equals the full run, the cache equals the
+// window aggregate, ta.feature_json reads back bit for bit, errors and privileges.
+#[cfg(feature = "pg_test")]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn text_of(q: &str) -> String {
+        Spi::get_one::<String>(q).expect("query").unwrap_or_default()
+    }
+
+    fn i64_of(q: &str) -> i64 {
+        Spi::get_one::<i64>(q).expect("query").expect("not null")
+    }
+
+    fn err(q: &str) -> String {
+        text_of(&format!("SELECT pg_temp.err($q${q}$q$)"))
+    }
+
+    const ARGS: &str = "market, symbol, open_time, close_time, open, high, low, close, volume, \
+                        quote_volume, taker_buy_volume, imb, spr, wmo";
+
+    /// 2 instruments × 3,200 candles with book features on part of the minutes; the full runs
+    /// of the three aggregates and of ta.screener.
+    fn setup() {
+        Spi::run(&format!(
+            "CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $f$
+             BEGIN EXECUTE q; RETURN 'ok';
+             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $f$;
+             CREATE TEMP TABLE c AS
+             SELECT 'spot'::text AS market, s.symbol, t AS open_time, t + interval '59.999 seconds' AS close_time,
+                    (s.k * (100 + (i * 37 % 23) * 0.25 - (i % 7) * 0.5))::numeric(20, 8) AS open,
+                    (s.k * (101 + (i * 37 % 23) * 0.25 + (i % 3) * 0.25))::numeric(20, 8) AS high,
+                    (s.k * (99 - (i % 7) * 0.5 - (i % 4) * 0.25))::numeric(20, 8) AS low,
+                    (s.k * (100 + ((i + 1) * 37 % 23) * 0.25 - ((i + 1) % 7) * 0.5))::numeric(20, 8) AS close,
+                    (CASE WHEN i % 11 = 0 THEN 0 ELSE 10 + (i * 7919 % 1007) * 0.01 END)::numeric AS volume,
+                    (CASE WHEN i % 11 = 0 THEN 0 ELSE 1000 + (i * 7919 % 10007) * 0.01 END)::numeric AS quote_volume,
+                    (CASE WHEN i % 11 = 0 THEN 0 ELSE 5 + (i * 13 % 501) * 0.01 END)::numeric AS taker_buy_volume,
+                    CASE WHEN i % 5 = 0 THEN NULL ELSE ((i * 31 % 200) - 100) / 100.0 END::float8 AS imb,
+                    CASE WHEN i % 5 = 0 THEN NULL ELSE 1 + (i % 9) * 0.1 END::float8 AS spr,
+                    CASE WHEN i % 5 = 0 THEN NULL ELSE ((i * 7 % 21) - 10) / 10.0 END::float8 AS wmo
+             FROM (VALUES ('AAA', 1), ('BBB', 3)) s(symbol, k), generate_series(0, 3199) i,
+                  LATERAL (SELECT timestamptz '2024-01-01 20:00+00' + i * interval '1 minute' AS t) tt;
+             CREATE TEMP TABLE full_run AS
+             SELECT market, symbol, open_time,
+                    ta._features_state({ARGS}, NULL, NULL, NULL) OVER w AS st,
+                    ta._feature_rows({ARGS}, NULL, NULL, NULL) OVER w AS fr,
+                    ta._signal_rows({ARGS}, NULL, NULL, NULL) OVER w AS sg,
+                    ta.features({ARGS}) OVER w AS pf,
+                    ta.screener(market, symbol, open_time, close_time, open, high, low, close, quote_volume) OVER w AS sr,
+                    row_number() OVER w AS n
+             FROM c
+             WINDOW w AS (PARTITION BY market, symbol ORDER BY open_time
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW);"
+        ))
+        .expect("setup");
+    }
+
+    #[pg_test]
+    fn aggregates_agree() {
+        setup();
+        let n = i64_of("SELECT count(*) FROM full_run");
+        assert_eq!(n, 6400);
+        // the feature row of the state = _feature_rows = ta.features; the screener row = ta.screener
+        assert_eq!(
+            i64_of("SELECT count(*) FROM full_run WHERE (st).features::text = fr::text
+                      AND fr::text = pf::text AND (st).\"row\"::text = sr::text"),
+            n
+        );
+        // the rule row: the screener row's columns, then the feature columns but rsi_14/macd_hist
+        assert_eq!(
+            i64_of("SELECT count(*) FROM full_run WHERE (sg).change_5m IS NOT DISTINCT FROM (sr).change_5m
+                      AND (sg).vol_1d IS NOT DISTINCT FROM (sr).vol_1d
+                      AND (sg).rsi_14 IS NOT DISTINCT FROM (fr).rsi_14
+                      AND (sg).imbalance_1m_z IS NOT DISTINCT FROM (fr).imbalance_1m_z
+                      AND (sg).ret_1d IS NOT DISTINCT FROM (fr).ret_1d
+                      AND (sg)::text = (st).signal::text"),
+            n
+        );
+        assert!(i64_of("SELECT count(*) FROM full_run WHERE (fr).imbalance_1m_z IS NOT NULL") == 0);
+        assert!(i64_of("SELECT count(*) FROM full_run WHERE (fr).spread_bps_1m IS NOT NULL") > 4000);
+        assert!(i64_of("SELECT count(*) FROM full_run WHERE (fr).ret_1d_z IS NOT NULL") > 3000);
+    }
+
+    #[pg_test]
+    fn from_a_day_checkpoint_equals_the_full_run() {
+        setup();
+        // the checkpoint before 2024-01-02 00:00 (candle 241), then the rows after 2,879 more
+        Spi::run(&format!(
+            "CREATE TEMP TABLE resumed AS
+             SELECT c.open_time, ta._feature_rows({ARGS}, cp.day, '2024-01-04 00:00+00', NULL)
+                                   OVER (ORDER BY c.open_time) AS fr,
+                                 ta._features_state({ARGS}, cp.day, '2024-01-04 00:00+00', NULL)
+                                   OVER (ORDER BY c.open_time) AS st
+             FROM c, (SELECT (st).day_checkpoint AS day FROM full_run
+                       WHERE symbol = 'BBB' AND open_time = '2024-01-02 00:00+00') cp
+             WHERE symbol = 'BBB' AND c.open_time >= '2024-01-02 00:00+00'"
+        ))
+        .unwrap();
+        let emitted = i64_of("SELECT count(*) FROM resumed WHERE (fr).open_time IS NOT NULL");
+        assert_eq!(
+            emitted,
+            i64_of("SELECT count(*) FROM c WHERE symbol = 'BBB' AND open_time >= '2024-01-04'")
+        );
+        assert_eq!(
+            i64_of("SELECT count(*) FROM resumed r JOIN full_run f ON f.symbol = 'BBB' AND f.open_time = r.open_time
+                    WHERE (r.fr).open_time IS NOT NULL AND r.fr::text = f.fr::text AND (r.st)::text = (f.st)::text"),
+            emitted
+        );
+    }
+
+    #[pg_test]
+    fn cache_equals_the_window_aggregate() {
+        setup();
+        let load = |upto: i64| {
+            i64_of(&format!(
+                "SELECT ta._features_cache_load({upto}, 77, 'spot', 'AAA', NULL,
+                        array_agg(open_time ORDER BY open_time), array_agg(close_time ORDER BY open_time),
+                        array_agg(open ORDER BY open_time), array_agg(high ORDER BY open_time),
+                        array_agg(low ORDER BY open_time), array_agg(close ORDER BY open_time),
+                        array_agg(volume ORDER BY open_time), array_agg(quote_volume ORDER BY open_time),
+                        array_agg(taker_buy_volume ORDER BY open_time), array_agg(imb ORDER BY open_time),
+                        array_agg(spr ORDER BY open_time), array_agg(wmo ORDER BY open_time))
+                   FROM (SELECT c.*, row_number() OVER (ORDER BY open_time) AS n FROM c WHERE symbol = 'AAA') x
+                  WHERE n <= {upto}"
+            ))
+        };
+        let step = |head: i64, xmin: &str, n: i64| {
+            text_of(&format!(
+                "SELECT (s::text = f.st::text)::text FROM full_run f,
+                        LATERAL (SELECT ta._features_cache_step({head}, {xmin}, 'spot', 'AAA', c.open_time,
+                                 c.close_time, c.open, c.high, c.low, c.close, c.volume, c.quote_volume,
+                                 c.taker_buy_volume, c.imb, c.spr, c.wmo) AS s
+                                 FROM c WHERE c.symbol = 'AAA' AND c.open_time = f.open_time) x
+                 WHERE f.symbol = 'AAA' AND f.n = {n}"
+            ))
+        };
+        let xid = "(pg_current_xact_id()::text::bigint % 4294967296)";
+        assert_eq!(load(3000), 3000);
+        assert_eq!(step(3000, "77", 3001), "true");
+        assert_eq!(step(3001, xid, 3002), "true");
+        // a head mismatch drops the entry
+        assert_eq!(step(3001, xid, 3003), "");
+        assert_eq!(step(3002, xid, 3003), "");
+        // the shared reset drops feature engines too
+        assert_eq!(load(10), 10);
+        assert!(i64_of("SELECT ta._screener_cache_reset('spot', 'AAA')") >= 1);
+        assert!(err(
+            "SELECT ta._features_cache_load(1, 1, 'spot', 'AAA', NULL, ARRAY[now()], ARRAY[now()],
+             ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1, 2], ARRAY[NULL::float8],
+             ARRAY[NULL::float8], ARRAY[NULL::float8])"
+        )
+        .contains("every array argument must have the same length"));
+    }
+
+    #[pg_test]
+    fn json_reads_back_bit_for_bit() {
+        setup();
+        // every number of the payload, read back as double precision, prints the same
+        let bad = i64_of(
+            "SELECT count(*) FROM full_run f, jsonb_each(ta.feature_json(f.fr)::jsonb) j
+              WHERE j.key NOT IN ('version', 'market', 'symbol', 'open_time', 'close_time')
+                AND (j.value::text)::float8::text IS DISTINCT FROM
+                    (to_jsonb(f.fr) ->> j.key)::float8::text
+                AND jsonb_typeof(j.value) <> 'null'",
+        );
+        assert_eq!(bad, 0);
+        assert_eq!(
+            text_of("SELECT (ta.feature_json(fr)::jsonb ->> 'open_time') FROM full_run
+                      WHERE symbol = 'AAA' AND n = 1"),
+            "2024-01-01T20:00:00.000Z"
+        );
+        assert_eq!(
+            i64_of("SELECT count(*) FROM full_run, jsonb_each(ta.feature_json(fr)::jsonb) j
+                     WHERE n = 5 AND symbol = 'AAA'"),
+            47
+        );
+    }
+
+    #[pg_test]
+    fn errors_and_privileges() {
+        setup();
+        assert_eq!(
+            err("SELECT ta.features('spot', 'X', now(), now(), 1, 1, 1, NULL, 1, 1, 1, NULL, NULL, NULL)"),
+            "22004 ta.features: close must not be NULL"
+        );
+        assert_eq!(
+            err("SELECT ta.features('spot', 'X', now(), now(), 1, 1, 1, 1, 'NaN', 1, 1, NULL, NULL, NULL)"),
+            "22023 ta.features: volume must be a finite number"
+        );
+        assert_eq!(
+            err("SELECT ta.features('spot', 'X', now(), now(), 1, 1, 1, 1, 1, 1, NULL, NULL, NULL, NULL)"),
+            "22004 ta.features: taker_buy_volume must not be NULL"
+        );
+        assert!(err(
+            "SELECT ta.features('spot', 'X', t, t, 1, 1, 1, 1, 1, 1, 1, NULL, NULL, NULL) OVER (ORDER BY i)
+             FROM (VALUES (1, now()), (2, now() - interval '1 minute')) v(i, t)"
+        )
+        .starts_with("22023 ta.features: rows must be in strictly increasing open_time"));
+        Spi::run(
+            "DO $$ BEGIN CREATE ROLE ta_feat_tester NOLOGIN;
+                  EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT USAGE ON SCHEMA ta TO ta_feat_tester;
+             SET LOCAL ROLE ta_feat_tester",
+        )
+        .unwrap();
+        assert_eq!(
+            err("SELECT ta._features_cache_step(0, 1, 'spot', 'X', now(), now(), 1, 1, 1, 1, 1, 1, 1, NULL, NULL, NULL)"),
+            "42501 permission denied for function _features_cache_step"
+        );
+        assert_eq!(
+            err("SELECT ta.features('spot', 'X', now(), now(), 1, 1, 1, 1, 1, 1, 1, NULL, NULL, NULL)"),
+            "ok"
+        );
+        Spi::run("RESET ROLE").unwrap();
     }
 }

@@ -542,3 +542,153 @@ extension_sql_file!(
         book_features_final
     ]
 );
+
+// The SQL glue of the tick aggregates: NULL arguments, errors and their SQLSTATEs, window
+// use, parallel (partial) aggregation through the combine/serialize functions.
+#[cfg(feature = "pg_test")]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn text_of(q: &str) -> String {
+        Spi::get_one::<String>(q).expect("query").unwrap_or_default()
+    }
+
+    fn err(q: &str) -> String {
+        text_of(&format!("SELECT pg_temp.err($q${q}$q$)"))
+    }
+
+    fn setup() {
+        Spi::run(
+            "CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $f$
+             BEGIN EXECUTE q; RETURN 'ok';
+             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $f$;
+             -- 200,000 trades over 100 minutes, prices and quantities with up to 8 decimals
+             CREATE TABLE public.tk_trades AS
+             SELECT 1000 + i AS a, (100 + (i * 37 % 1009) * 0.01 + (i % 7) * 0.00000001)::numeric AS p,
+                    (0.001 + (i * 13 % 97) * 0.0001)::numeric AS q, 5000 + 2 * i AS f,
+                    5000 + 2 * i + (i % 3) AS l,
+                    timestamptz '2024-01-01' + i * interval '30 milliseconds' AS t, i % 4 = 0 AS m
+               FROM generate_series(0, 199999) i;
+             ANALYZE public.tk_trades;",
+        )
+        .expect("setup");
+    }
+
+    #[pg_test]
+    fn kline_parallel_equals_serial_and_sums() {
+        setup();
+        let q = "SELECT string_agg(k::text, ';' ORDER BY b) FROM (
+                   SELECT date_bin('1 minute', t, '2000-01-01') AS b,
+                          ta.kline(a, p, q, f, l, m) AS k FROM public.tk_trades GROUP BY 1) s";
+        Spi::run("SET max_parallel_workers_per_gather = 0").unwrap();
+        let serial = text_of(q);
+        Spi::run(
+            "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+             SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;
+             SET enable_hashagg = off",
+        )
+        .unwrap();
+        let parallel = text_of(q);
+        assert_eq!(serial, parallel);
+        // the whole table in one group: partial aggregates in the workers, serialized, combined
+        let whole = "SELECT ta.kline(a, p, q, f, l, m)::text FROM public.tk_trades";
+        let plan: String = Spi::connect(|c| {
+            c.select(&format!("EXPLAIN (COSTS OFF) {whole}"), None, &[])
+                .unwrap()
+                .map(|r| r.get::<String>(1).unwrap().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        assert!(
+            plan.contains("Partial") && plan.contains("Finalize"),
+            "{plan}"
+        );
+        let whole_parallel = text_of(whole);
+        Spi::run("SET max_parallel_workers_per_gather = 0").unwrap();
+        assert_eq!(whole_parallel, text_of(whole));
+        // the kline of the whole table equals the built-in sums
+        let same = text_of(
+            "SELECT (ta.kline(a, p, q, f, l, m)::text = ROW(
+                       (SELECT p FROM public.tk_trades ORDER BY a LIMIT 1), max(p), min(p),
+                       (SELECT p FROM public.tk_trades ORDER BY a DESC LIMIT 1), sum(q), sum(p * q),
+                       sum(l - f + 1), sum(q) FILTER (WHERE NOT m), sum(p * q) FILTER (WHERE NOT m),
+                       min(f), max(l), min(a), max(a))::ta.kline::text)::text FROM public.tk_trades",
+        );
+        assert_eq!(same, "true");
+    }
+
+    #[pg_test]
+    fn kline_errors_and_nulls() {
+        setup();
+        assert_eq!(
+            err("SELECT ta.kline(1, 'Infinity', 1, 1, 1, true)"),
+            "22023 ta.kline: price must be a finite number"
+        );
+        assert_eq!(
+            err("SELECT ta.kline(1, 1, 'NaN', 1, 1, true)"),
+            "22023 ta.kline: quantity must be a finite number"
+        );
+        assert!(err("SELECT ta.kline(1, 1, 1, -1, 1, true)").starts_with("22023 ta.kline: trade ids"));
+        assert!(err(
+            "SELECT ta.kline(a, 1, 1, 0, l, true) FROM (VALUES (1, 9223372036854775806), (2, 9223372036854775806)) v(a, l)"
+        )
+        .starts_with("22003 ta.kline: the trade count overflows bigint"));
+        // NULL in each argument: the row is skipped
+        for i in 0..6 {
+            let mut args = ["2", "10", "1", "2", "2", "false"];
+            args[i] = "NULL";
+            let q = format!(
+                "SELECT (ta.kline(a, p, q, f, l, m)).trades::text FROM (VALUES (1::bigint, 10::numeric, 1::numeric, 1::bigint, 1::bigint, true),
+                   ({}::bigint, {}::numeric, {}::numeric, {}::bigint, {}::bigint, {}::boolean)) v(a, p, q, f, l, m)",
+                args[0], args[1], args[2], args[3], args[4], args[5]
+            );
+            assert_eq!(text_of(&q), "1", "NULL argument {i}");
+        }
+        // trade features from the kline fields, NULLs
+        assert_eq!(text_of("SELECT ta.trade_features(NULL, 1, 1, 1)::text"), "");
+        assert_eq!(
+            text_of("SELECT ta.trade_features(4, 402, 7, 3)::text"),
+            "(100.5,7,0.75,2)"
+        );
+    }
+
+    #[pg_test]
+    fn book_features_window_and_errors() {
+        setup();
+        // running value OVER (ORDER BY event_time) equals the aggregate of the rows so far
+        Spi::run(
+            "CREATE TEMP TABLE bq AS
+             SELECT timestamptz '2024-01-01' + (i * 97 % 60000) * interval '1 millisecond' AS t, i AS u,
+                    (100 + (i % 5) * 0.01)::numeric AS b, (1 + i % 7)::numeric AS bq,
+                    (100.05 + (i % 3) * 0.01)::numeric AS a, (i % 4)::numeric AS aq
+               FROM generate_series(1, 3000) i",
+        )
+        .unwrap();
+        let mismatches = text_of(
+            "SELECT count(*)::text FROM (
+               SELECT t, u, ta.book_features(t, u, b, bq, a, aq, '1 minute') OVER (ORDER BY t, u) AS w FROM bq) x
+             WHERE w::text <> (SELECT ta.book_features(y.t, y.u, y.b, y.bq, y.a, y.aq, '1 minute')::text
+                                 FROM bq y WHERE (y.t, y.u) <= (x.t, x.u))
+               AND u % 50 = 0",
+        );
+        assert_eq!(mismatches, "0");
+        assert_eq!(
+            err("SELECT ta.book_features(now(), 1, 1, 1, 2, 1, NULL)"),
+            "22023 ta.book_features: bucket_width must not be NULL"
+        );
+        assert!(err(
+            "SELECT ta.book_features(t, 1, 1, 1, 2, 1, w) FROM (VALUES (now(), interval '1 minute'), (now(), interval '2 minutes')) v(t, w)"
+        )
+        .contains("bucket_width must be constant"));
+        assert!(err("SELECT ta.book_features('infinity', 1, 1, 1, 2, 1, '1 minute')")
+            .contains("event_time must be a finite timestamp"));
+        assert!(err("SELECT ta.book_features(now(), 1, 1, -1, 2, 1, '1 minute')")
+            .contains("best_bid_qty must be a finite number >= 0"));
+        // NULL values: the row is skipped; all skipped: NULL
+        assert_eq!(
+            text_of("SELECT ta.book_features(now(), NULL, 1, 1, 2, 1, '1 minute')::text"),
+            ""
+        );
+    }
+}
