@@ -353,6 +353,8 @@ BEGIN
          JOIN market.screener_state h ON h.market = c.market AND h.symbol = c.symbol
          LEFT JOIN LATERAL market._start(c.market, c.symbol,
                                          market._warm_before(c.market, c.symbol, c.open_time)) st ON true
+         CROSS JOIN LATERAL (SELECT market._has_book(c.market, c.symbol) AS has_book,
+                                    market._book_from(c.market, c.symbol, c.open_time) AS book_from) bk
          CROSS JOIN LATERAL (
            SELECT array_agg(x.open_time ORDER BY x.open_time) AS open_time,
                   array_agg(x.close_time ORDER BY x.open_time) AS close_time,
@@ -369,8 +371,7 @@ BEGIN
              FROM market.candles_1m x
              LEFT JOIN LATERAL (SELECT k.imbalance, k.spread_bps, k.wmid_offset_bps
                                   FROM market._book_at(x.market, x.symbol, x.open_time) k
-                                 WHERE x.open_time >= market._book_from(c.market, c.symbol, c.open_time)
-                                   AND market._has_book(c.market, c.symbol)) b ON true
+                                 WHERE bk.has_book AND x.open_time >= bk.book_from) b ON true
             WHERE x.market = c.market AND x.symbol = c.symbol
               AND x.open_time >= coalesce(st.ck_time, '-infinity') AND x.open_time < c.open_time) a;
     END IF;

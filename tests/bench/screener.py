@@ -9,8 +9,14 @@ NOTIFY.  The client measures the whole step (COPY → COMMIT).  Prints p50/p95/p
 the per-symbol cost and its growth between sizes, and the backtest speed
 (candle-rule evaluations per second of market.backtest over the last day of history).
 
+Features (pg_ta 0.3.0): with --features both (default) the measured closes alternate, in blocks
+of 10, between market.settings.live_features = off and on (on: every close also stores each
+instrument's feature row in market.features and sends it on NOTIFY ta_features, which the
+listener consumes), so both modes are measured in the same run under the same conditions; the
+ratio of their p99 is printed (target: on within 10 % of off).  --features off|on measures one.
+
 Usage: tests/bench/screener.py --dsn postgresql://postgres@127.0.0.1:5433/postgres
-       [--sizes 100,500,2000] [--steps 60]
+       [--sizes 100,500,2000] [--steps 60] [--features both|off|on]
 It creates (and drops at the start) the database pg_ta_bench_screener on that server; the
 server must have pg_ta installed.
 """
@@ -118,6 +124,7 @@ def main() -> int:
     ap.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5433/postgres")
     ap.add_argument("--sizes", default="100,500,2000")
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--features", choices=["both", "off", "on"], default="both")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
 
@@ -131,6 +138,7 @@ def main() -> int:
         apply_schema(conn)
         conn.commit()
         listener.execute("LISTEN ta_alerts")
+        listener.execute("LISTEN ta_features")
         conn.execute(
             "CREATE TEMP TABLE candles_in (LIKE market.candles_1m) ON COMMIT DELETE ROWS"
         )
@@ -154,11 +162,22 @@ def main() -> int:
                 warmup.append(close_step(conn, minute, prices, rng))
                 minute += timedelta(minutes=1)
             times = []
-            detail = []
-            for _ in range(args.steps):
-                times.append(close_step(conn, minute, prices, rng))
+            by_mode = {"off": [], "on": []}
+            modes = ["off", "on"] if args.features == "both" else [args.features]
+            notes = {"ta_alerts": 0, "ta_features": 0}
+            for k in range(args.steps):
+                mode = modes[(k // 10) % len(modes)]
+                if k % 10 == 0:
+                    conn.execute("UPDATE market.settings SET live_features = %s", (mode == "on",))
+                ms_ = close_step(conn, minute, prices, rng)
+                times.append(ms_)
+                by_mode[mode].append(ms_)
                 minute += timedelta(minutes=1)
-            alerts = sum(1 for _ in listener.notifies(timeout=0.5))
+                for note in listener.notifies(timeout=0.0):
+                    notes[note.channel] += 1
+            for note in listener.notifies(timeout=0.5):
+                notes[note.channel] += 1
+            alerts = notes["ta_alerts"]
             # backtest speed: every rule over the last day of all symbols
             rules = conn.execute("SELECT name FROM market.alert_rules WHERE enabled ORDER BY name").fetchall()
             frm, to = minute - timedelta(days=1), minute
@@ -172,7 +191,10 @@ def main() -> int:
                     "SELECT count(*) FROM market.backtest(%s, %s, %s)", (rule, frm, to)
                 ).fetchone()[0]
             bt_s = time.perf_counter() - t
+            modes_r = {m: dict(p50=statistics.median(v), p95=pct(v, 95), p99=pct(v, 99), max=max(v),
+                               steps=len(v)) for m, v in by_mode.items() if v}
             results[n] = dict(
+                modes=modes_r, features_notified=notes["ta_features"],
                 p50=statistics.median(times), p95=pct(times, 95), p99=pct(times, 99), max=max(times),
                 alerts=alerts, load_s=load_s, evals_per_s=candles * len(rules) / bt_s, warmup=warmup,
                 bt_s=bt_s, fired=fired, candles=candles, rules=len(rules),
@@ -184,6 +206,14 @@ def main() -> int:
                 f"{alerts / args.steps:.1f} per close; history load {load_s:.1f} s)",
                 flush=True,
             )
+            for m, mr in r["modes"].items():
+                print(f"          live_features {m:>3}: p50 {mr['p50']:7.1f} ms  p95 {mr['p95']:7.1f}  "
+                      f"p99 {mr['p99']:7.1f}  max {mr['max']:7.1f}  ({mr['steps']} steps)", flush=True)
+            if len(r["modes"]) == 2:
+                off, on = r["modes"]["off"], r["modes"]["on"]
+                print(f"          features on / off: p50 x{on['p50'] / off['p50']:.3f}, p99 "
+                      f"x{on['p99'] / off['p99']:.3f} ({r['features_notified']} feature rows "
+                      f"notified)", flush=True)
             print(
                 f"          first close of the session {warmup[0]:.0f} ms (fills the window cache), "
                 f"closes 2-6: {', '.join(f'{w:.0f}' for w in warmup[1:])} ms",
@@ -209,6 +239,11 @@ def main() -> int:
     if 500 in results:
         ok = results[500]["p99"] < 50
         print(f"\nTarget p99 < 50 ms at 500 symbols: {results[500]['p99']:.1f} ms -> {'MET' if ok else 'MISSED'}")
+        md = results[500]["modes"]
+        if len(md) == 2:
+            ratio = md["on"]["p99"] / md["off"]["p99"]
+            print(f"Target features on within 10 % of off (p99) at 500 symbols: x{ratio:.3f} -> "
+                  f"{'MET' if ratio <= 1.10 else 'MISSED'}")
     return 0
 
 
