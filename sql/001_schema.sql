@@ -80,10 +80,11 @@ COMMENT ON FUNCTION market._timescaledb_schema() IS
   'Internal: the schema of the timescaledb extension''s functions (NULL when not installed).';
 
 CREATE OR REPLACE FUNCTION market.schema_version() RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$ SELECT 2 $$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$ SELECT 3 $$;
 COMMENT ON FUNCTION market.schema_version() IS
-  'Version of the market data schema: 2 = pg_ta 0.2.0 (instruments are (market, symbol), bounded '
-  'screener state, alert delivery). Files of sql/ upgrade version 1 (pg_ta 0.1.0) in place.';
+  'Version of the market data schema: 3 = pg_ta 0.3.0 (ticks, feature rows, rules over features); '
+  '2 = pg_ta 0.2.0 (instruments are (market, symbol), bounded screener state, alert delivery). '
+  'Files of sql/ upgrade versions 1 and 2 in place.';
 
 -- True when the current role owns schema market (or is a member of its owner, or superuser):
 -- the role that applies this schema.  Used to keep preset rules owner-only.

@@ -1,4 +1,5 @@
-"""Upgrade of a database created by the previous release (pg_ta 0.1.0) with data in it.
+"""Upgrade of a database created by pg_ta 0.1.0 with data in it (to the current release, through
+every upgrade script; tests/upgrade/test_upgrade_0_2_0.py starts from 0.2.0).
 
 A real 0.1.0 database is built on the test server: `CREATE EXTENSION pg_ta VERSION '0.1.0'`
 (the released install script, extension/sql/pg_ta--0.1.0.sql) and the 0.1.0 data schema
@@ -7,11 +8,11 @@ written through its triggers (bulk COPY, then minute by minute with alerts on), 
 and edited settings are saved and alerts fire.  The 0.1.0 screener is read at every candle.
 
 Then the user's upgrade is run exactly as documented: `ta-feed migrate` (ALTER EXTENSION pg_ta
-UPDATE + the 0.2.0 data schema, in one transaction), twice (idempotent).  It must:
+UPDATE + the current data schema, in one transaction), twice (idempotent).  It must:
   * keep every candle (market = 'spot'), alert, rule (custom rule recompiled), setting;
   * give the same screener at every candle, bit for bit (every column of 0.1.0's
     market.screener_range against 0.2.0's, float8 compared by their exact text);
-  * leave a catalog identical to a fresh 0.2.0 database: the extension's objects (functions
+  * leave a catalog identical to a fresh install: the extension's objects (functions
     with volatility, strictness, parallel safety, C symbol, ACL; types; aggregates; comments)
     and `pg_dump --schema-only` of schema market;
   * work afterwards: a new live minute fires alerts with payload version 2.
@@ -37,6 +38,7 @@ psycopg = pytest.importorskip("psycopg")
 HERE = os.path.dirname(os.path.abspath(__file__))
 OLD_SCHEMA = os.path.join(HERE, "..", "fixtures", "schema-0.1.0")
 DB_OLD = "pg_ta_upgrade_old"
+CURRENT = "0.3.0"   # the library's version (pg_ta--0.1.0--0.2.0.sql, then --0.2.0--0.3.0.sql)
 DB_NEW = "pg_ta_upgrade_fresh"
 
 
@@ -189,8 +191,8 @@ def test_upgrade_keeps_data_and_values(old_db):
     pg.ta_feed("migrate", dbname=DB_OLD, timeout=600)   # idempotent
     with psycopg.connect(dsn, autocommit=True) as c:
         assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_ta'"
-                         ).fetchone()[0] == "0.2.0"
-        assert c.execute("SELECT market.schema_version()").fetchone()[0] == 2
+                         ).fetchone()[0] == CURRENT
+        assert c.execute("SELECT market.schema_version()").fetchone()[0] == 3
         n, spot = c.execute("SELECT count(*), count(*) FILTER (WHERE market = 'spot')"
                             " FROM market.candles_1m").fetchone()
         assert n == spot == info["candles"]

@@ -30,7 +30,7 @@ COMMENT ON FUNCTION ta._screener_cache_step(bigint, bigint, text, text, timestam
 COMMENT ON FUNCTION ta._screener_cache_load(bigint, bigint, text, text, ta.screener_checkpoint, timestamptz[], timestamptz[], numeric[], numeric[], numeric[], numeric[], numeric[]) IS
 'Internal (the data schema''s live path; EXECUTE revoked from PUBLIC). Per-session screener cache: builds the engine of (market, symbol) from start (NULL = fresh) and the candles given as arrays, oldest first, and keeps it with token head_xmin when its candle count equals head_candles (otherwise no entry is kept); returns the candle count. For exact 1d windows give at least the 2879 candles before the next one. Errors: SQLSTATE 22023 for arrays of different lengths, unordered times, NaN/Infinity, a malformed start; 22004 for NULL arguments or elements.';
 COMMENT ON FUNCTION ta._screener_cache_reset(text, text) IS
-'Internal (EXECUTE revoked from PUBLIC). Per-session screener cache: drops the engines of market and symbol (NULL matches any; no arguments: all); returns the number dropped.';
+'Internal (EXECUTE revoked from PUBLIC). Per-session screener and feature engine caches (ta._screener_cache_*, ta._features_cache_*): drops the engines of market and symbol (NULL matches any; no arguments: all); returns the number dropped.';
 
 -- Only the extension owner and superusers (the data schema's SECURITY DEFINER triggers) may
 -- fill, step or reset a cache: no other role can plant window values (issue 8).
