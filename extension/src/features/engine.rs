@@ -262,7 +262,8 @@ impl Rolling {
         let n = self.n as f64;
         let mean = self.s1.value() / n;
         let var = self.s2.value() / n - mean * mean;
-        if !(var > 0.0) {
+        // var <= 0 (rounding) or NaN: no z-score
+        if var.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
         finite((self.last - mean) / var.sqrt())
@@ -327,7 +328,7 @@ impl FeatureState {
                 Some(v) => self.sq_sum[w].add(v),
                 None => self.sq_missing[w] += 1,
             }
-            b[6 + w] = (seen >= n as u64 + 1 && self.sq_missing[w] == 0)
+            b[6 + w] = (seen > n as u64 && self.sq_missing[w] == 0)
                 .then(|| self.sq_sum[w].value().sqrt())
                 .and_then(finite);
         }

@@ -174,10 +174,7 @@ fn columns_and_warm_up() {
     assert_eq!(names[N_BASE], "ret_1m_z");
     assert_eq!(names[N_FEATURES - 1], "wmid_offset_bps_1m_z");
     assert!(!names.contains(&"vol_z_1d_z".to_string()));
-    assert!(
-        HISTORY < crate::screener::HISTORY,
-        "the screener's warm-up covers the features'"
-    );
+    const { assert!(HISTORY < crate::screener::HISTORY) }; // the screener's warm-up covers the features'
 }
 
 #[test]
@@ -194,6 +191,7 @@ fn engine_equals_naive_and_any_start() {
         rows.push(full.features().unwrap());
     }
     let mut bases: Vec<[Option<f64>; N_FEATURES]> = Vec::new();
+    #[allow(clippy::needless_range_loop)]
     for s in 0..ser.candles.len() {
         // RSI and MACD come from the screener engine (tested there against TA-Lib)
         let mut want = naive(&ser, s, rows[s].values[12], rows[s].values[13]);
@@ -269,6 +267,7 @@ fn engine_equals_naive_and_any_start() {
             macd_state: cp.macd_state,
         };
         let mut f: FeatureEngine<NoVolume> = FeatureEngine::from_checkpoint(nv).unwrap();
+        #[allow(clippy::needless_range_loop)]
         for s in k..ser.candles.len() {
             e.push(ser.candles[s].clone(), &ser.extra[s]).unwrap();
             let c = &ser.candles[s];

@@ -1057,7 +1057,9 @@ mod tests {
     use pgrx::prelude::*;
 
     fn text_of(q: &str) -> String {
-        Spi::get_one::<String>(q).expect("query").unwrap_or_default()
+        Spi::get_one::<String>(q)
+            .expect("query")
+            .unwrap_or_default()
     }
 
     fn i64_of(q: &str) -> i64 {
@@ -1114,8 +1116,10 @@ mod tests {
         assert_eq!(n, 6400);
         // the feature row of the state = _feature_rows = ta.features; the screener row = ta.screener
         assert_eq!(
-            i64_of("SELECT count(*) FROM full_run WHERE (st).features::text = fr::text
-                      AND fr::text = pf::text AND (st).\"row\"::text = sr::text"),
+            i64_of(
+                "SELECT count(*) FROM full_run WHERE (st).features::text = fr::text
+                      AND fr::text = pf::text AND (st).\"row\"::text = sr::text"
+            ),
             n
         );
         // the rule row: the screener row's columns, then the feature columns but rsi_14/macd_hist
@@ -1129,7 +1133,9 @@ mod tests {
             n
         );
         assert!(i64_of("SELECT count(*) FROM full_run WHERE (fr).imbalance_1m_z IS NOT NULL") == 0);
-        assert!(i64_of("SELECT count(*) FROM full_run WHERE (fr).spread_bps_1m IS NOT NULL") > 4000);
+        assert!(
+            i64_of("SELECT count(*) FROM full_run WHERE (fr).spread_bps_1m IS NOT NULL") > 4000
+        );
         assert!(i64_of("SELECT count(*) FROM full_run WHERE (fr).ret_1d_z IS NOT NULL") > 3000);
     }
 
@@ -1217,13 +1223,17 @@ mod tests {
         );
         assert_eq!(bad, 0);
         assert_eq!(
-            text_of("SELECT (ta.feature_json(fr)::jsonb ->> 'open_time') FROM full_run
-                      WHERE symbol = 'AAA' AND n = 1"),
+            text_of(
+                "SELECT (ta.feature_json(fr)::jsonb ->> 'open_time') FROM full_run
+                      WHERE symbol = 'AAA' AND n = 1"
+            ),
             "2024-01-01T20:00:00.000Z"
         );
         assert_eq!(
-            i64_of("SELECT count(*) FROM full_run, jsonb_each(ta.feature_json(fr)::jsonb) j
-                     WHERE n = 5 AND symbol = 'AAA'"),
+            i64_of(
+                "SELECT count(*) FROM full_run, jsonb_each(ta.feature_json(fr)::jsonb) j
+                     WHERE n = 5 AND symbol = 'AAA'"
+            ),
             47
         );
     }

@@ -551,7 +551,9 @@ mod tests {
     use pgrx::prelude::*;
 
     fn text_of(q: &str) -> String {
-        Spi::get_one::<String>(q).expect("query").unwrap_or_default()
+        Spi::get_one::<String>(q)
+            .expect("query")
+            .unwrap_or_default()
     }
 
     fn err(q: &str) -> String {
@@ -629,7 +631,9 @@ mod tests {
             err("SELECT ta.kline(1, 1, 'NaN', 1, 1, true)"),
             "22023 ta.kline: quantity must be a finite number"
         );
-        assert!(err("SELECT ta.kline(1, 1, 1, -1, 1, true)").starts_with("22023 ta.kline: trade ids"));
+        assert!(
+            err("SELECT ta.kline(1, 1, 1, -1, 1, true)").starts_with("22023 ta.kline: trade ids")
+        );
         assert!(err(
             "SELECT ta.kline(a, 1, 1, 0, l, true) FROM (VALUES (1, 9223372036854775806), (2, 9223372036854775806)) v(a, l)"
         )
@@ -681,10 +685,14 @@ mod tests {
             "SELECT ta.book_features(t, 1, 1, 1, 2, 1, w) FROM (VALUES (now(), interval '1 minute'), (now(), interval '2 minutes')) v(t, w)"
         )
         .contains("bucket_width must be constant"));
-        assert!(err("SELECT ta.book_features('infinity', 1, 1, 1, 2, 1, '1 minute')")
-            .contains("event_time must be a finite timestamp"));
-        assert!(err("SELECT ta.book_features(now(), 1, 1, -1, 2, 1, '1 minute')")
-            .contains("best_bid_qty must be a finite number >= 0"));
+        assert!(
+            err("SELECT ta.book_features('infinity', 1, 1, 1, 2, 1, '1 minute')")
+                .contains("event_time must be a finite timestamp")
+        );
+        assert!(
+            err("SELECT ta.book_features(now(), 1, 1, -1, 2, 1, '1 minute')")
+                .contains("best_bid_qty must be a finite number >= 0")
+        );
         // NULL values: the row is skipped; all skipped: NULL
         assert_eq!(
             text_of("SELECT ta.book_features(now(), NULL, 1, 1, 2, 1, '1 minute')::text"),
