@@ -308,7 +308,7 @@ COMMENT ON FUNCTION market._recompute(text[], text[], timestamptz[]) IS
 -- Live path: one new candle per instrument, after its head.  The session's feature engine
 -- cache (ta._features_cache_step: the screener engine plus the features) is used when it ends
 -- at the head row (its candle count and xmin); otherwise it is loaded from a checkpoint and the
--- candles since (at most a day + 2,879, with the book features of the last 60), and stepped.
+-- candles since (at most a day + 2,879, with the book features of the last 59), and stepped.
 -- Each candle comes with its minute's book features as stored now (frozen for later readers,
 -- sql/015).  Returns the new heads (rule rows and feature rows); candles the cache could not
 -- serve are left to the caller (p_rest).  The caller holds the head rows locked (FOR UPDATE).
@@ -345,44 +345,47 @@ BEGIN
     EXIT WHEN v_miss IS NULL OR cardinality(v_miss) = 0;
     IF v_pass = 2 OR v_cache_off THEN
       -- (re)load the engines of the candles the cache could not step
+      -- (the candles in index order: the aggregates keep that order without sorting; the
+      -- book features only for the last 59 candles, the ones the new row's _z columns read)
       PERFORM ta._features_cache_load((h.chain).candles, h.xmin::text::bigint, c.market, c.symbol,
                                       st.ck, a.open_time, a.close_time, a.open, a.high, a.low,
                                       a.close, a.volume, a.quote_volume, a.taker_buy_volume,
-                                      a.imbalance, a.spread_bps, a.wmid_offset_bps)
+                                      coalesce(bb.imbalance, '{}'), coalesce(bb.spread_bps, '{}'),
+                                      coalesce(bb.wmid_offset_bps, '{}'))
          FROM unnest(v_miss) AS c
          JOIN market.screener_state h ON h.market = c.market AND h.symbol = c.symbol
          LEFT JOIN LATERAL market._start(c.market, c.symbol,
                                          market._warm_before(c.market, c.symbol, c.open_time)) st ON true
-         CROSS JOIN LATERAL (SELECT market._has_book(c.market, c.symbol) AS has_book,
-                                    market._book_from(c.market, c.symbol, c.open_time) AS book_from) bk
          CROSS JOIN LATERAL (
-           SELECT array_agg(x.open_time ORDER BY x.open_time) AS open_time,
-                  array_agg(x.close_time ORDER BY x.open_time) AS close_time,
-                  array_agg(x.open ORDER BY x.open_time) AS open,
-                  array_agg(x.high ORDER BY x.open_time) AS high,
-                  array_agg(x.low ORDER BY x.open_time) AS low,
-                  array_agg(x.close ORDER BY x.open_time) AS close,
-                  array_agg(x.volume ORDER BY x.open_time) AS volume,
-                  array_agg(x.quote_volume ORDER BY x.open_time) AS quote_volume,
-                  array_agg(x.taker_buy_volume ORDER BY x.open_time) AS taker_buy_volume,
-                  array_agg(b.imbalance ORDER BY x.open_time) AS imbalance,
-                  array_agg(b.spread_bps ORDER BY x.open_time) AS spread_bps,
-                  array_agg(b.wmid_offset_bps ORDER BY x.open_time) AS wmid_offset_bps
-             FROM market.candles_1m x
-             LEFT JOIN LATERAL (SELECT k.imbalance, k.spread_bps, k.wmid_offset_bps
-                                  FROM market._book_at(x.market, x.symbol, x.open_time) k
-                                 WHERE bk.has_book AND x.open_time >= bk.book_from) b ON true
-            WHERE x.market = c.market AND x.symbol = c.symbol
-              AND x.open_time >= coalesce(st.ck_time, '-infinity') AND x.open_time < c.open_time) a;
+           SELECT array_agg(x.open_time) AS open_time, array_agg(x.close_time) AS close_time,
+                  array_agg(x.open) AS open, array_agg(x.high) AS high, array_agg(x.low) AS low,
+                  array_agg(x.close) AS close, array_agg(x.volume) AS volume,
+                  array_agg(x.quote_volume) AS quote_volume,
+                  array_agg(x.taker_buy_volume) AS taker_buy_volume
+             FROM (SELECT y.* FROM market.candles_1m y
+                    WHERE y.market = c.market AND y.symbol = c.symbol
+                      AND y.open_time >= coalesce(st.ck_time, '-infinity') AND y.open_time < c.open_time
+                    ORDER BY y.open_time OFFSET 0) x) a
+         LEFT JOIN LATERAL (
+           SELECT array_agg(b.imbalance) AS imbalance, array_agg(b.spread_bps) AS spread_bps,
+                  array_agg(b.wmid_offset_bps) AS wmid_offset_bps
+             FROM (SELECT y.market, y.symbol, y.open_time FROM market.candles_1m y
+                    WHERE y.market = c.market AND y.symbol = c.symbol
+                      AND y.open_time >= market._book_from(c.market, c.symbol, c.open_time)
+                      AND y.open_time < c.open_time
+                    ORDER BY y.open_time OFFSET 0) x
+             CROSS JOIN LATERAL market._book_at(x.market, x.symbol, x.open_time) b
+            WHERE market._has_book(c.market, c.symbol)) bb ON true;
     END IF;
     WITH stepped AS (
-      SELECT c.market, c.symbol, c.open_time,
-             ta._features_cache_step((h.chain).candles, h.xmin::text::bigint, c.market, c.symbol,
-                                     c.open_time, c.close_time, c.open, c.high, c.low, c.close,
-                                     c.volume, c.quote_volume, c.taker_buy_volume,
-                                     b.imbalance, b.spread_bps, b.wmid_offset_bps) AS st
+      SELECT c.market, c.symbol, c.open_time, c AS cd,
+             CASE WHEN h.market IS NOT NULL THEN
+               ta._features_cache_step((h.chain).candles, h.xmin::text::bigint, c.market, c.symbol,
+                                       c.open_time, c.close_time, c.open, c.high, c.low, c.close,
+                                       c.volume, c.quote_volume, c.taker_buy_volume,
+                                       b.imbalance, b.spread_bps, b.wmid_offset_bps) END AS st
         FROM unnest(v_miss) AS c
-        JOIN market.screener_state h ON h.market = c.market AND h.symbol = c.symbol
+        LEFT JOIN market.screener_state h ON h.market = c.market AND h.symbol = c.symbol
         LEFT JOIN unnest(v_books) AS b ON b.market = c.market AND b.symbol = c.symbol
       OFFSET 0
     ), hd AS (
@@ -406,14 +409,15 @@ BEGIN
        WHERE ((s.st).chain).candles IS NOT NULL
       ON CONFLICT DO NOTHING
     )
-    SELECT array_agg((s.st).signal), array_agg((s.st).features) INTO v_heads, v_feats
-      FROM stepped s JOIN hd ON hd.market = s.market AND hd.symbol = s.symbol;
+    -- the new heads, and the candles the cache could not step (no O(n^2) membership test:
+    -- each candle's own step result says which)
+    SELECT array_agg((s.st).signal) FILTER (WHERE hd.market IS NOT NULL),
+           array_agg((s.st).features) FILTER (WHERE hd.market IS NOT NULL),
+           array_agg(s.cd) FILTER (WHERE hd.market IS NULL)
+      INTO v_heads, v_feats, v_miss
+      FROM stepped s LEFT JOIN hd ON hd.market = s.market AND hd.symbol = s.symbol;
     p_heads := p_heads || coalesce(v_heads, '{}');
     p_features := p_features || coalesce(v_feats, '{}');
-    SELECT array_agg(c) INTO v_miss
-      FROM unnest(v_miss) AS c
-     WHERE NOT EXISTS (SELECT 1 FROM unnest(v_heads) AS d
-                        WHERE d.market = c.market AND d.symbol = c.symbol);
   END LOOP;
   p_rest := v_miss;
 END

@@ -279,8 +279,9 @@ BEGIN
   SELECT array_agg(u.market), array_agg(u.symbol), array_agg(u.from_time), array_agg(u.to_time)
     INTO v_rm, v_rs, v_rf, v_rt
     FROM unnest(p_market, p_symbol, p_from, p_to) AS u(market, symbol, from_time, to_time)
-   WHERE NOT EXISTS (SELECT 1 FROM unnest(v_heads) h
-                      WHERE h.market = u.market AND h.symbol = u.symbol);
+    LEFT JOIN (SELECT h.market, h.symbol FROM unnest(v_heads) h) h
+      ON h.market = u.market AND h.symbol = u.symbol
+   WHERE h.market IS NULL;
   IF v_rm IS NOT NULL AND NOT p_at_commit AND market.timescaledb_enabled() THEN
     -- TimescaleDB 2.28 marks a compressed chunk "partial" only when the INSERT that
     -- decompressed one of its batches ends, after this trigger: a query planned here would not

@@ -53,14 +53,19 @@ $$;
 COMMENT ON FUNCTION market._has_book(text, text) IS
   'Internal: true when the instrument has book tickers or frozen book minutes.';
 
-CREATE OR REPLACE FUNCTION market._book_at(p_market text, p_symbol text, p_open_time timestamptz)
+-- p_gate false: no row, and nothing is read (callers pass "this candle needs its book and the
+-- instrument has book data"; a condition on the result would be applied after the LIMIT, i.e.
+-- after both lookups)
+CREATE OR REPLACE FUNCTION market._book_at(p_market text, p_symbol text, p_open_time timestamptz,
+                                           p_gate boolean DEFAULT true)
 RETURNS TABLE (imbalance double precision, spread_bps double precision,
                wmid_offset_bps double precision, updates bigint, frozen boolean)
 LANGUAGE sql STABLE AS
 $$
 (SELECT f.imbalance, f.spread_bps, f.wmid_offset_bps, f.updates, true
    FROM market.book_1m_frozen f
-  WHERE f.market OPERATOR(pg_catalog.=) p_market AND f.symbol OPERATOR(pg_catalog.=) p_symbol
+  WHERE p_gate
+    AND f.market OPERATOR(pg_catalog.=) p_market AND f.symbol OPERATOR(pg_catalog.=) p_symbol
     AND f.open_time OPERATOR(pg_catalog.=) p_open_time)
 UNION ALL
 (SELECT (r.b).imbalance, (r.b).spread_bps, (r.b).weighted_mid_offset_bps,
@@ -70,14 +75,15 @@ UNION ALL
            FROM market.book_tickers t
           WHERE t.market OPERATOR(pg_catalog.=) p_market AND t.symbol OPERATOR(pg_catalog.=) p_symbol
             AND t.event_time OPERATOR(pg_catalog.>=) p_open_time
-            AND t.event_time OPERATOR(pg_catalog.<) (p_open_time OPERATOR(pg_catalog.+) '00:01:00'::interval)) r)
+            AND t.event_time OPERATOR(pg_catalog.<) (p_open_time OPERATOR(pg_catalog.+) '00:01:00'::interval)) r
+  WHERE p_gate)
 LIMIT 1
 $$;
-COMMENT ON FUNCTION market._book_at(text, text, timestamptz) IS
+COMMENT ON FUNCTION market._book_at(text, text, timestamptz, boolean) IS
   'Internal: the book features of the minute opening at p_open_time as the feature engine reads '
   'them: the frozen row of market.book_1m_frozen when there is one (frozen = true), else '
   'ta.book_features over the stored book tickers of the minute (updates 0 and NULL values when '
-  'there are none). Exactly one row.';
+  'there are none). Exactly one row when p_gate, none (and no read) otherwise.';
 
 -- open_time of the (Z_WINDOW - 1) = 59th stored candle before p_time (-infinity when there are
 -- fewer): the book features of the candles from there on enter the _z columns of p_time's row.
@@ -114,10 +120,9 @@ SELECT x.market, x.symbol, x.open_time, x.st
                                   p_emit_from, p_emit_to)
                  OVER (ORDER BY c.open_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS st
           FROM market.candles_1m c
-          LEFT JOIN LATERAL (SELECT a.imbalance, a.spread_bps, a.wmid_offset_bps
-                               FROM market._book_at(c.market, c.symbol, c.open_time) a
-                              WHERE c.open_time OPERATOR(pg_catalog.>=) p_book_from
-                                AND (SELECT market._has_book(p_market, p_symbol))) b ON true
+          LEFT JOIN LATERAL market._book_at(c.market, c.symbol, c.open_time,
+                                            c.open_time OPERATOR(pg_catalog.>=) p_book_from
+                                            AND (SELECT market._has_book(p_market, p_symbol))) b ON true
          WHERE c.market OPERATOR(pg_catalog.=) p_market
            AND c.symbol OPERATOR(pg_catalog.=) p_symbol
            AND c.open_time OPERATOR(pg_catalog.>=)
@@ -166,10 +171,9 @@ SELECT x.open_time, x.sig
                                p_emit_from, p_emit_to)
                  OVER (ORDER BY c.open_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sig
           FROM market.candles_1m c
-          LEFT JOIN LATERAL (SELECT a.imbalance, a.spread_bps, a.wmid_offset_bps
-                               FROM market._book_at(c.market, c.symbol, c.open_time) a
-                              WHERE c.open_time OPERATOR(pg_catalog.>=) p_book_from
-                                AND (SELECT market._has_book(p_market, p_symbol))) b ON true
+          LEFT JOIN LATERAL market._book_at(c.market, c.symbol, c.open_time,
+                                            c.open_time OPERATOR(pg_catalog.>=) p_book_from
+                                            AND (SELECT market._has_book(p_market, p_symbol))) b ON true
          WHERE c.market OPERATOR(pg_catalog.=) p_market
            AND c.symbol OPERATOR(pg_catalog.=) p_symbol
            AND c.open_time OPERATOR(pg_catalog.>=)
@@ -197,10 +201,9 @@ SELECT m.*
                                 p_emit_from, p_emit_to)
                  OVER (ORDER BY c.open_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS f
           FROM market.candles_1m c
-          LEFT JOIN LATERAL (SELECT a.imbalance, a.spread_bps, a.wmid_offset_bps
-                               FROM market._book_at(c.market, c.symbol, c.open_time) a
-                              WHERE c.open_time OPERATOR(pg_catalog.>=) p_book_from
-                                AND (SELECT market._has_book(p_market, p_symbol))) b ON true
+          LEFT JOIN LATERAL market._book_at(c.market, c.symbol, c.open_time,
+                                            c.open_time OPERATOR(pg_catalog.>=) p_book_from
+                                            AND (SELECT market._has_book(p_market, p_symbol))) b ON true
          WHERE c.market OPERATOR(pg_catalog.=) p_market
            AND c.symbol OPERATOR(pg_catalog.=) p_symbol
            AND c.open_time OPERATOR(pg_catalog.>=)

@@ -59,8 +59,8 @@ def kline_rows(market: str, symbol: str, klines) -> list[tuple]:
 
 
 def insert_candles(conn, rows: list[tuple], one_per_statement: bool = False) -> None:
-    """Candle rows (KLINE_COLS order): one INSERT of all (bulk path), or one INSERT per row in
-    its own transaction (the live path, as ta-feed writes closed klines)."""
+    """Candle rows (KLINE_COLS order): one COPY of all (the bulk path), or one INSERT per row
+    in its own transaction (the live path, as ta-feed writes closed klines)."""
     sql = (f"INSERT INTO market.candles_1m ({', '.join(KLINE_COLS)}) VALUES "
            "(%s, %s, %s, %s, %s::numeric, %s::numeric, %s::numeric, %s::numeric, %s::numeric,"
            " %s::numeric, %s, %s::numeric, %s::numeric)")
@@ -70,7 +70,7 @@ def insert_candles(conn, rows: list[tuple], one_per_statement: bool = False) -> 
                 conn.execute(sql, r)
     else:
         with conn.transaction():
-            conn.cursor().executemany(sql, rows)
+            copy_rows(conn, "market.candles_1m", KLINE_COLS, rows)
 
 
 # --------------------------------------------------------------------------------------

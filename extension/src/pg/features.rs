@@ -792,9 +792,9 @@ fn features_cache_step(
     Some(FeatureStateResult(d))
 }
 
-/// Build the feature engine of (market, symbol) from `start` and the candles (oldest first)
-/// and cache it with token `head_xmin` when it ends at `head_candles`; returns its candle
-/// count.
+/// Build the feature engine of (market, symbol) from `start` and the candles (oldest first;
+/// the book arrays cover the last candles, aligned at the end) and cache it with token
+/// `head_xmin` when it ends at `head_candles`; returns its candle count.
 #[pg_extern(volatile, parallel_unsafe, name = "_features_cache_load", requires = ["feature_types"])]
 #[allow(clippy::too_many_arguments)]
 fn features_cache_load(
@@ -857,9 +857,25 @@ fn features_cache_load(
         floats("wmid_offset_bps", wmid_offset_bps),
     ];
     let n = ot.len();
-    if ct.len() != n || n_.iter().any(|p| p.len() != n) || b_.iter().any(|p| p.len() != n) {
-        raise_msg(F, "every array argument must have the same length");
+    if ct.len() != n || n_.iter().any(|p| p.len() != n) {
+        raise_msg(F, "the candle arrays must have the same length");
     }
+    // the book arrays belong to the last candles (aligned at the end): a load needs the book
+    // features of the candles the next row's _z columns read only
+    let nb = b_[0].len();
+    if b_.iter().any(|p| p.len() != nb) || nb > n {
+        raise_msg(
+            F,
+            "imbalance, spread_bps and wmid_offset_bps must have the same length, at most the candles'",
+        );
+    }
+    let book_at = |k: usize, j: usize| {
+        if k >= n - nb {
+            b_[j][k - (n - nb)]
+        } else {
+            None
+        }
+    };
     let mut engine = <NumBytes as StartFrom>::start(F, start);
     for k in 0..n {
         let name = format!("{F}: candle {}", k + 1);
@@ -873,9 +889,9 @@ fn features_cache_load(
             volume: n_[4][k],
             quote_volume: n_[5][k],
             taker_buy_volume: n_[6][k],
-            imbalance: b_[0][k],
-            spread_bps: b_[1][k],
-            wmid_offset_bps: b_[2][k],
+            imbalance: book_at(k, 0),
+            spread_bps: book_at(k, 1),
+            wmid_offset_bps: book_at(k, 2),
         };
         let (c, x) = (i.candle_numeric(&name), i.extra(&name));
         if let Err(e) = engine.push(c, &x) {
@@ -892,51 +908,103 @@ fn features_cache_load(
 // ---------------------------------------------------------------------------------------
 // ta.feature_json, ta.feature_version
 
+/// A `ta.feature_row` argument taken as its raw composite datum (deformed once by
+/// [`feature_json`]).
+#[derive(Clone, Copy)]
+pub(crate) struct FeatureRowArg(pg_sys::Datum);
+
+impl pgrx::FromDatum for FeatureRowArg {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Self> {
+        (!is_null).then_some(FeatureRowArg(datum))
+    }
+}
+
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for FeatureRowArg {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+}
+
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for FeatureRowArg {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(FeatureRowArg);
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("ta.feature_row"));
+    const RETURN_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("ta.feature_row"),
+    ));
+}
+
 /// `ta.feature_row` as JSON: {"version", "market", "symbol", "open_time", "close_time", and
 /// every feature column}; times ISO 8601 UTC with milliseconds, numbers in the shortest form
-/// that reads back as the same double, NULL as null.
+/// that reads back as the same double, NULL as null. The row is deformed once (the live path
+/// calls this for every instrument at every close).
 #[pg_extern(immutable, parallel_safe, strict, name = "feature_json", requires = ["feature_types"])]
-fn feature_json(row: pgrx::composite_type!("ta.feature_row")) -> String {
+fn feature_json(row: FeatureRowArg) -> String {
     const F: &str = "ta.feature_json";
-    let get_t = |i: usize| -> Option<String> {
-        row.get_by_index::<String>(std::num::NonZeroUsize::new(i).expect("1-based"))
-            .unwrap_or_else(|e| raise_msg(F, &e.to_string()))
-    };
-    let get_ts = |i: usize| -> Option<TimestampWithTimeZone> {
-        row.get_by_index::<TimestampWithTimeZone>(std::num::NonZeroUsize::new(i).expect("1-based"))
-            .unwrap_or_else(|e| raise_msg(F, &e.to_string()))
-    };
-    let names = column_names();
-    if row.len() != FEATURE_ROW_COLUMNS {
-        raise_msg(F, "ta.feature_row does not have the columns pg_ta expects");
+    let mut values = [pg_sys::Datum::from(0usize); FEATURE_ROW_COLUMNS];
+    let mut nulls = [true; FEATURE_ROW_COLUMNS];
+    unsafe {
+        let th =
+            pg_sys::pg_detoast_datum(row.0.cast_mut_ptr()).cast::<pg_sys::HeapTupleHeaderData>();
+        let typid = (*th).t_choice.t_datum.datum_typeid;
+        let typmod = (*th).t_choice.t_datum.datum_typmod;
+        let td = pg_sys::lookup_rowtype_tupdesc(typid, typmod);
+        check_shape(F, td, &feature_row_types(), "ta.feature_row");
+        let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+        tuple.t_len = pgrx::varlena::varsize(th.cast()) as u32;
+        tuple.t_data = th;
+        pg_sys::heap_deform_tuple(&mut tuple, td, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::DecrTupleDescRefCount(td);
     }
+    let text = |i: usize| -> Option<String> {
+        (!nulls[i]).then(|| unsafe {
+            <String as pgrx::FromDatum>::from_polymorphic_datum(values[i], false, pg_sys::TEXTOID)
+                .unwrap_or_default()
+        })
+    };
     let mut s = String::with_capacity(1600);
     s.push_str("{\"version\":");
     let _ = write!(s, "{FEATURE_VERSION}");
-    for (k, i) in [("market", 1), ("symbol", 2)] {
+    for (k, i) in [("market", 0), ("symbol", 1)] {
         let _ = write!(s, ",\"{k}\":");
-        match get_t(i) {
+        match text(i) {
             Some(v) => json_str(&mut s, &v),
             None => s.push_str("null"),
         }
     }
-    for (k, i) in [("open_time", 3), ("close_time", 4)] {
+    for (k, i) in [("open_time", 2), ("close_time", 3)] {
         let _ = write!(s, ",\"{k}\":");
-        match get_ts(i) {
-            Some(t) if t.is_finite() => {
-                s.push('"');
-                iso_ms(&mut s, t.into_inner());
-                s.push('"');
-            }
-            _ => s.push_str("null"),
+        let t = values[i].value() as i64;
+        // ±infinity are i64::MIN / i64::MAX
+        if nulls[i] || t == i64::MIN || t == i64::MAX {
+            s.push_str("null");
+        } else {
+            s.push('"');
+            iso_ms(&mut s, t);
+            s.push('"');
         }
     }
-    for (j, name) in names.iter().enumerate() {
-        let v = row
-            .get_by_index::<f64>(std::num::NonZeroUsize::new(5 + j).expect("1-based"))
-            .unwrap_or_else(|e| raise_msg(F, &e.to_string()));
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    for (j, name) in NAMES.get_or_init(column_names).iter().enumerate() {
+        let i = 4 + j;
         let _ = write!(s, ",\"{name}\":");
-        json_f64(&mut s, v);
+        json_f64(
+            &mut s,
+            (!nulls[i]).then(|| f64::from_bits(values[i].value() as u64)),
+        );
     }
     s.push('}');
     s
@@ -1204,10 +1272,10 @@ mod tests {
         assert!(i64_of("SELECT ta._screener_cache_reset('spot', 'AAA')") >= 1);
         assert!(err(
             "SELECT ta._features_cache_load(1, 1, 'spot', 'AAA', NULL, ARRAY[now()], ARRAY[now()],
-             ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1, 2], ARRAY[NULL::float8],
-             ARRAY[NULL::float8], ARRAY[NULL::float8])"
+             ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1], ARRAY[1],
+             ARRAY[NULL::float8, NULL], ARRAY[NULL::float8, NULL], ARRAY[NULL::float8, NULL])"
         )
-        .contains("every array argument must have the same length"));
+        .contains("must have the same length, at most the candles'"));
     }
 
     #[pg_test]
