@@ -120,9 +120,14 @@ SELECT x.market, x.symbol, x.open_time, x.st
                                   p_emit_from, p_emit_to)
                  OVER (ORDER BY c.open_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS st
           FROM market.candles_1m c
+          -- (has_book as a column, not a sub-select in the arguments: that would keep
+          -- PostgreSQL from inlining _book_at, which then runs as a function per candle)
+          -- (has_book and book_from computed once: OFFSET 0 keeps the planner from copying
+          -- the expressions into the per-candle filter)
+          CROSS JOIN (SELECT market._has_book(p_market, p_symbol) AS has_book,
+                             p_book_from AS book_from OFFSET 0) g
           LEFT JOIN LATERAL market._book_at(c.market, c.symbol, c.open_time,
-                                            c.open_time OPERATOR(pg_catalog.>=) p_book_from
-                                            AND (SELECT market._has_book(p_market, p_symbol))) b ON true
+                                            g.has_book AND c.open_time OPERATOR(pg_catalog.>=) g.book_from) b ON true
          WHERE c.market OPERATOR(pg_catalog.=) p_market
            AND c.symbol OPERATOR(pg_catalog.=) p_symbol
            AND c.open_time OPERATOR(pg_catalog.>=)
@@ -171,9 +176,14 @@ SELECT x.open_time, x.sig
                                p_emit_from, p_emit_to)
                  OVER (ORDER BY c.open_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sig
           FROM market.candles_1m c
+          -- (has_book as a column, not a sub-select in the arguments: that would keep
+          -- PostgreSQL from inlining _book_at, which then runs as a function per candle)
+          -- (has_book and book_from computed once: OFFSET 0 keeps the planner from copying
+          -- the expressions into the per-candle filter)
+          CROSS JOIN (SELECT market._has_book(p_market, p_symbol) AS has_book,
+                             p_book_from AS book_from OFFSET 0) g
           LEFT JOIN LATERAL market._book_at(c.market, c.symbol, c.open_time,
-                                            c.open_time OPERATOR(pg_catalog.>=) p_book_from
-                                            AND (SELECT market._has_book(p_market, p_symbol))) b ON true
+                                            g.has_book AND c.open_time OPERATOR(pg_catalog.>=) g.book_from) b ON true
          WHERE c.market OPERATOR(pg_catalog.=) p_market
            AND c.symbol OPERATOR(pg_catalog.=) p_symbol
            AND c.open_time OPERATOR(pg_catalog.>=)
@@ -201,9 +211,14 @@ SELECT m.*
                                 p_emit_from, p_emit_to)
                  OVER (ORDER BY c.open_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS f
           FROM market.candles_1m c
+          -- (has_book as a column, not a sub-select in the arguments: that would keep
+          -- PostgreSQL from inlining _book_at, which then runs as a function per candle)
+          -- (has_book and book_from computed once: OFFSET 0 keeps the planner from copying
+          -- the expressions into the per-candle filter)
+          CROSS JOIN (SELECT market._has_book(p_market, p_symbol) AS has_book,
+                             p_book_from AS book_from OFFSET 0) g
           LEFT JOIN LATERAL market._book_at(c.market, c.symbol, c.open_time,
-                                            c.open_time OPERATOR(pg_catalog.>=) p_book_from
-                                            AND (SELECT market._has_book(p_market, p_symbol))) b ON true
+                                            g.has_book AND c.open_time OPERATOR(pg_catalog.>=) g.book_from) b ON true
          WHERE c.market OPERATOR(pg_catalog.=) p_market
            AND c.symbol OPERATOR(pg_catalog.=) p_symbol
            AND c.open_time OPERATOR(pg_catalog.>=)
