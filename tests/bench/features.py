@@ -77,8 +77,8 @@ def generate(conn, prefix: str, n_symbols: int, minutes: int) -> None:
                                        (random() - 0.5) * 0.006
                                          + CASE WHEN random() < 0.002 THEN (random() - 0.5) * 0.06 ELSE 0 END AS r,
                                        1000 + random() * 30000 AS vol, 0.2 + random() * 0.6 AS tb
-                                  FROM generate_series(%(lo)s, %(hi)s) s,
-                                       generate_series(0, %(m)s - 1) m) x
+                                  FROM generate_series(%(lo)s::int, %(hi)s::int) s,
+                                       generate_series(0, %(m)s::int - 1) m) x
                         WINDOW w AS (PARTITION BY sym ORDER BY t)) y
                 """, {"p": prefix, "lo": lo, "hi": hi, "m": minutes, "t0": T0})
 
