@@ -40,6 +40,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Config, Notification};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, warn};
@@ -168,7 +169,30 @@ impl DbError {
     pub fn is_retryable(&self) -> bool {
         match self {
             DbError::Config(_) | DbError::TlsSetup(_) | DbError::Tls { .. } => false,
-            DbError::Connect(e) => crate::sink::copy::is_retryable_pg(e),
+            DbError::Connect(e) => is_retryable_pg(e),
+        }
+    }
+}
+
+/// Classifies a tokio-postgres error: true for connection loss and transient server states
+/// (retry with back-off), false for errors the same statement would hit again.
+pub fn is_retryable_pg(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // No SQLSTATE: I/O, connect refused, timeouts.
+        None => std::error::Error::source(e).is_none_or(|s| s.is::<std::io::Error>()),
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") // connection exception
+                || c.starts_with("53") // insufficient resources
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::LOCK_NOT_AVAILABLE
         }
     }
 }
