@@ -1,6 +1,8 @@
 //! Write path into `market.candles_1m`: one transaction per batch, binary COPY into the
-//! per-connection temp table `candles_in`, then an idempotent upsert that never rewrites an
-//! identical row. Also the `market.data_quality_log` writer.
+//! per-connection temp table `candles_in` (the shared core, [`super::core`]), then an
+//! idempotent upsert that never rewrites an identical row. Also the tick batches
+//! ([`CandleSink::write_ticks`]) and the `market.data_quality_log` writer, and
+//! [`RetryingSink`], which repeats any of them through connection loss.
 //!
 //! ```text
 //! BEGIN;
@@ -14,20 +16,17 @@
 //! ```
 
 use std::collections::HashSet;
-use std::error::Error as _;
-use std::pin::pin;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use postgres_types::{ToSql, Type};
+use postgres_types::ToSql;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 use tracing::{debug, info, warn};
 
+use super::core::{copy_rows, ensure_staging, insert_new, CopyRow, CopyTable};
 use crate::backoff::Backoff;
 use crate::binance::model::Kline;
 use crate::config::redact_database_url;
@@ -53,7 +52,7 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    fn db(during: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
+    pub(crate) fn db(during: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
         move |source| SinkError::Db { during, source }
     }
 
@@ -68,27 +67,8 @@ impl SinkError {
     }
 }
 
-/// Classifies a tokio-postgres error.
-pub fn is_retryable_pg(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        // No SQLSTATE: I/O, connect refused, timeouts.
-        None => e.source().is_some_and(|s| s.is::<std::io::Error>()) || e.source().is_none(),
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") // connection exception
-                || c.starts_with("53") // insufficient resources
-                || *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CRASH_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-                || *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::LOCK_NOT_AVAILABLE
-        }
-    }
-}
+/// Classifies a tokio-postgres error (defined in [`crate::db`], the lower layer).
+pub use crate::db::is_retryable_pg;
 
 /// Whether the database evaluates alert rules for this write (`market.evaluate_alerts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,34 +123,12 @@ fn upsert_sql() -> &'static str {
     })
 }
 
-fn copy_sql() -> String {
-    format!(
-        "COPY {STAGING_TABLE} (symbol, open_time, {}, market) FROM STDIN (FORMAT binary)",
-        CANDLE_VALUE_COLUMNS.join(", ")
-    )
-}
-
-const COPY_TYPES: [Type; 13] = [
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::INT8,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::TEXT,
-];
-
 /// A connection that writes candle batches and data-quality events.
 pub struct CandleSink {
     client: Client,
     connection: JoinHandle<()>,
-    staging_ready: bool,
+    /// Staging tables created on this connection.
+    staging: HashSet<&'static str>,
     market: Market,
 }
 
@@ -186,7 +144,7 @@ impl CandleSink {
         Ok(CandleSink {
             client,
             connection,
-            staging_ready: false,
+            staging: HashSet::new(),
             market: Market::Spot,
         })
     }
@@ -220,16 +178,15 @@ impl CandleSink {
         Ok(row.get(0))
     }
 
-    async fn ensure_staging(&mut self) -> Result<(), SinkError> {
-        if !self.staging_ready {
-            self.client
-                .batch_execute(&format!(
-                    "CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (LIKE {CANDLES_TABLE}) \
-                     ON COMMIT DELETE ROWS"
-                ))
-                .await
-                .map_err(SinkError::db("create temp table"))?;
-            self.staging_ready = true;
+    /// The market of this sink's rows.
+    pub fn market(&self) -> Market {
+        self.market
+    }
+
+    async fn ensure_staging(&mut self, table: &'static CopyTable) -> Result<(), SinkError> {
+        if !self.staging.contains(table.staging) {
+            ensure_staging(&self.client, table).await?;
+            self.staging.insert(table.staging);
         }
         Ok(())
     }
@@ -246,8 +203,8 @@ impl CandleSink {
             return Ok(0);
         }
         let market = self.market;
-        let market_name: &str = market.as_str();
-        self.ensure_staging().await?;
+        let market_name: &'static str = market.as_str();
+        self.ensure_staging(Kline::TABLE).await?;
         let tx = self
             .client
             .transaction()
@@ -258,39 +215,7 @@ impl CandleSink {
                 .await
                 .map_err(SinkError::db("set evaluate_alerts"))?;
         }
-        let sink = tx
-            .copy_in(&copy_sql())
-            .await
-            .map_err(SinkError::db("copy in"))?;
-        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-        let mut writer = pin!(writer);
-        for k in klines {
-            let row: [&(dyn ToSql + Sync); 13] = [
-                &k.symbol,
-                &k.open_time,
-                &k.close_time,
-                &k.open,
-                &k.high,
-                &k.low,
-                &k.close,
-                &k.volume,
-                &k.quote_volume,
-                &k.trades,
-                &k.taker_buy_volume,
-                &k.taker_buy_quote_volume,
-                &market_name,
-            ];
-            writer
-                .as_mut()
-                .write(&row)
-                .await
-                .map_err(SinkError::db("copy row"))?;
-        }
-        // A BinaryCopyInWriter must be finished or the COPY aborts.
-        writer
-            .finish()
-            .await
-            .map_err(SinkError::db("copy finish"))?;
+        copy_rows(&tx, klines, market_name).await?;
 
         let truncated: Vec<&Kline> = klines.iter().filter(|k| k.is_truncated()).collect();
         let written = if truncated.is_empty() {
@@ -331,6 +256,44 @@ impl CandleSink {
         tx.commit().await.map_err(SinkError::db("commit"))?;
         metrics::counter!(metric::KLINES_WRITTEN).increment(written);
         Ok(written)
+    }
+
+    /// Writes one batch of ticks (aggTrades or book tickers) and `events` in one transaction:
+    /// COPY, then `INSERT ... ON CONFLICT DO NOTHING`; returns how many rows were new.
+    pub async fn write_ticks<R: CopyRow>(
+        &mut self,
+        rows: &[R],
+        events: &[QualityEvent],
+    ) -> Result<u64, SinkError> {
+        if rows.is_empty() && events.is_empty() {
+            return Ok(0);
+        }
+        let market = self.market;
+        self.ensure_staging(R::TABLE).await?;
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(SinkError::db("begin"))?;
+        let written = insert_new(&tx, rows, market.as_str()).await?;
+        for ev in events {
+            insert_quality(&tx, ev, market).await?;
+        }
+        tx.commit().await.map_err(SinkError::db("commit"))?;
+        Ok(written)
+    }
+
+    /// A read-only query (`during` names it in errors).
+    pub async fn query(
+        &mut self,
+        during: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, SinkError> {
+        self.client
+            .query(sql, params)
+            .await
+            .map_err(SinkError::db(during))
     }
 
     /// Inserts data-quality events in one transaction.
@@ -377,6 +340,26 @@ async fn insert_quality(
     .map_err(SinkError::db("insert data_quality_log"))?;
     debug!(kind = ev.kind, symbol = ?ev.symbol, "logged data-quality event");
     Ok(())
+}
+
+/// The retry loop of [`RetryingSink`]: runs `$op` (one transaction, or read-only) on a
+/// connected sink; after a retryable failure drops the connection, waits (back-off) and runs
+/// it again; returns its value, a non-retryable error, or `GaveUp` after `$give_up`.
+macro_rules! retrying {
+    ($self:ident, $give_up:expr, |$s:ident| $op:expr) => {{
+        let started = Instant::now();
+        let give_up: Option<Duration> = $give_up;
+        loop {
+            let $s = $self.connected(started, give_up).await?;
+            match $op.await {
+                Ok(v) => {
+                    $self.backoff.reset();
+                    break Ok(v);
+                }
+                Err(e) => $self.on_error(e, started, give_up).await?,
+            }
+        }
+    }};
 }
 
 /// A [`CandleSink`] that reconnects with back-off on connection loss and retries the same
@@ -474,17 +457,17 @@ impl RetryingSink {
         mode: AlertMode,
         give_up_after: Option<Duration>,
     ) -> Result<u64, SinkError> {
-        let started = Instant::now();
-        loop {
-            let sink = self.connected(started, give_up_after).await?;
-            match sink.write_batch(klines, mode).await {
-                Ok(v) => {
-                    self.backoff.reset();
-                    return Ok(v);
-                }
-                Err(e) => self.on_error(e, started, give_up_after).await?,
-            }
-        }
+        retrying!(self, give_up_after, |s| s.write_batch(klines, mode))
+    }
+
+    /// [`CandleSink::write_ticks`], retried through connection loss.
+    pub async fn write_ticks<R: CopyRow>(
+        &mut self,
+        rows: &[R],
+        events: &[QualityEvent],
+        give_up_after: Option<Duration>,
+    ) -> Result<u64, SinkError> {
+        retrying!(self, give_up_after, |s| s.write_ticks(rows, events))
     }
 
     /// [`CandleSink::log_quality`] with retries.
@@ -493,17 +476,7 @@ impl RetryingSink {
         events: &[QualityEvent],
         give_up_after: Option<Duration>,
     ) -> Result<(), SinkError> {
-        let started = Instant::now();
-        loop {
-            let sink = self.connected(started, give_up_after).await?;
-            match sink.log_quality(events).await {
-                Ok(v) => {
-                    self.backoff.reset();
-                    return Ok(v);
-                }
-                Err(e) => self.on_error(e, started, give_up_after).await?,
-            }
-        }
+        retrying!(self, give_up_after, |s| s.log_quality(events))
     }
 
     /// [`CandleSink::last_open_time`] with retries.
@@ -512,16 +485,21 @@ impl RetryingSink {
         symbol: &str,
         give_up_after: Option<Duration>,
     ) -> Result<Option<DateTime<Utc>>, SinkError> {
-        let started = Instant::now();
-        loop {
-            let sink = self.connected(started, give_up_after).await?;
-            match sink.last_open_time(symbol).await {
-                Ok(v) => {
-                    self.backoff.reset();
-                    return Ok(v);
-                }
-                Err(e) => self.on_error(e, started, give_up_after).await?,
-            }
-        }
+        retrying!(self, give_up_after, |s| s.last_open_time(symbol))
+    }
+
+    /// A read-only query, retried through connection loss (`during` names it in errors).
+    pub async fn query(
+        &mut self,
+        during: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, SinkError> {
+        retrying!(self, None, |s| s.query(during, sql, params))
+    }
+
+    /// The market of this sink's rows.
+    pub fn market(&self) -> Market {
+        self.market
     }
 }
