@@ -198,6 +198,84 @@ pub struct StreamArgs {
     #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub retention_interval_secs: u64,
+
+    #[command(flatten)]
+    pub ticks: TickArgs,
+}
+
+/// The tick options of `stream` (aggTrades and book tickers).
+#[derive(Debug, Clone, Args)]
+pub struct TickArgs {
+    /// Stream kinds, comma separated: kline (closed 1m klines → market.candles_1m), agg_trade
+    /// (aggregate trades → market.agg_trades, gaps filled by id over REST), book_ticker (best
+    /// bid/ask → market.book_tickers, gaps recorded). USD-M: klines and aggTrades on /market,
+    /// book tickers on /public.
+    #[arg(long, env = "STREAMS", value_enum, value_delimiter = ',', num_args = 1..,
+          default_value = "kline")]
+    pub streams: Vec<crate::binance::kind::StreamKind>,
+
+    /// Tick rows per COPY transaction at most.
+    #[arg(long, env = "TICK_BATCH_ROWS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub tick_batch_rows: u64,
+
+    /// Write buffered ticks at the latest this many milliseconds after the first one.
+    #[arg(long, env = "TICK_FLUSH_MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub tick_flush_ms: u64,
+
+    /// Ticks waiting per kind (aggTrades, book tickers) before live ticks are refused: the
+    /// memory cap. Refused aggTrades are recovered over REST by id once the buffer drained to
+    /// half; refused book tickers are a recorded gap.
+    #[arg(long, env = "TICK_BUFFER_ROWS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(100..=100_000_000))]
+    pub tick_buffer_rows: u64,
+
+    /// Longest wait, milliseconds, of a live candle for the ticks received before it to be
+    /// committed (their minute's trades and book tickers are then in the database when the
+    /// candle's transaction runs); 0: do not wait.
+    #[arg(long, env = "TICK_FLUSH_WAIT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub tick_flush_wait_ms: u64,
+
+    /// Missing aggTrade ids are fetched over REST when still missing this many milliseconds
+    /// after the jump (a lagging connection, e.g. during a rotation, usually delivers them).
+    #[arg(long, env = "TRADE_GAP_GRACE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub trade_gap_grace_ms: u64,
+
+    /// A gap of more aggTrade ids than this is logged as unfilled instead of read over REST
+    /// (import the exchange's dumps for long outages).
+    #[arg(long, env = "TRADE_GAP_MAX_IDS", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub trade_gap_max_ids: i64,
+
+    /// Share of --rest-weight-soft-limit that aggTrade gap fills may spend per minute (the
+    /// rest is kept for kline backfill, kline gap fills and exchangeInfo), in (0, 1].
+    #[arg(long, env = "TRADE_FILL_WEIGHT_SHARE", default_value_t = 0.5,
+          value_parser = finite_in(0.01, 1.0))]
+    pub trade_fill_weight_share: f64,
+
+    /// At a rotation, keep the old connection this many milliseconds after its replacement
+    /// delivered its first message (both deliver; what is seen twice is written once).
+    #[arg(long, env = "ROTATION_OVERLAP_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub rotation_overlap_ms: u64,
+}
+
+impl TickArgs {
+    /// Applies the tick options to a stream configuration.
+    pub fn apply(&self, cfg: &mut crate::stream::StreamConfig) {
+        cfg.streams = self.streams.clone();
+        cfg.tick_batch_rows = self.tick_batch_rows as usize;
+        cfg.tick_flush = Duration::from_millis(self.tick_flush_ms);
+        cfg.tick_buffer_rows = self.tick_buffer_rows as usize;
+        cfg.tick_flush_wait = Duration::from_millis(self.tick_flush_wait_ms);
+        cfg.trade_gap_grace = Duration::from_millis(self.trade_gap_grace_ms);
+        cfg.trade_gap_max_ids = self.trade_gap_max_ids;
+        cfg.rest.trade_weight_share = self.trade_fill_weight_share;
+        cfg.rotation_overlap = Duration::from_millis(self.rotation_overlap_ms);
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,6 +1,12 @@
 //! ta-feed: the pg_ta sidecar. Streams closed Binance 1m klines into PostgreSQL
-//! (`market.candles_1m`) with REST backfill and gap fills, imports Binance CSV dumps,
-//! applies the data schema, prints alert NOTIFYs, and fakes Binance for tests.
+//! (`market.candles_1m`) with REST backfill and gap fills, and optionally aggTrades and book
+//! tickers (`market.agg_trades`, `market.book_tickers`, gaps filled by id); imports Binance
+//! dumps, applies the data schema, prints alert NOTIFYs, and fakes Binance for tests.
+//!
+//! Layers, lowest first (a module imports only from lower ones): `constants`, `market`,
+//! `backoff`, `shutdown` → `binance::{model, kind}` → `binance::{rest, ws}`, `db` → `sink` →
+//! `backfill`, `ticks` → `stream`, `import`, `replay`, `health`, `listen`, `notify`,
+//! `migrate` → `config` → `lib::run`.
 //!
 //! `main.rs` only parses the command line, sets up logging and calls [`run`].
 
@@ -20,6 +26,7 @@ pub mod replay;
 pub mod shutdown;
 pub mod sink;
 pub mod stream;
+pub mod ticks;
 
 use std::future::Future;
 use std::time::Duration;
@@ -73,6 +80,7 @@ pub async fn run(
                 %rest_url,
                 backfill_minutes = args.backfill_minutes,
                 flush_ms = args.flush_ms,
+                streams = ?args.ticks.streams,
                 "stream"
             );
             let health = serve_health(
@@ -110,6 +118,7 @@ pub async fn run(
             cfg.silent_timeout = Duration::from_secs(args.silent_timeout_secs);
             cfg.alert_catchup_minutes = args.alert_catchup_minutes;
             cfg.universe_refresh = Duration::from_secs(args.universe_refresh_secs);
+            args.ticks.apply(&mut cfg);
             let summary = stream::run_stream(cfg, shutdown).await.context("stream")?;
             info!(?summary, "stream finished");
         }

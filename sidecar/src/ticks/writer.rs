@@ -1,0 +1,910 @@
+//! One writer per tick kind: takes rows from the kind's [`TickQueue`], drops what is already
+//! stored or seen, finds gaps, and writes batches through the shared COPY core, flushed by
+//! size (`batch_rows`) and by time (`flush`, from the first buffered row), or at once when the
+//! kline writer asks for the ticks received before a candle ([`TickBarrier`]).
+//!
+//! **aggTrades** (ids contiguous per symbol). Per symbol the writer keeps the newest accepted
+//! id and the set of ids known to be missing. A row is accepted when its id is newer than the
+//! newest one (a jump `last+1 .. a-1` becomes missing, logged as `trade_gap` in the same
+//! transaction as the row that revealed it) or when it is one of the missing ids (a lagging
+//! connection during a rotation overlap, the REST filler); anything else is a duplicate
+//! (rotation overlap, restart, repeated or backward ids) and is dropped and counted. Missing
+//! ids still missing `gap_grace` later are handed to the REST filler ([`super::fill`]),
+//! oldest first; what it cannot fill is logged as `trade_gap_unfilled` with the id range, what
+//! it filled as `trade_gap_filled`. At start the newest stored id of each symbol is the
+//! "newest accepted", so the first live trade after a restart reveals the restart's gap; and
+//! `trade_gap` records of the last 48 h whose ids are still not all stored (a fill cut short
+//! by a shutdown or a crash) are filled again.
+//!
+//! **Book tickers** (a state stream, `u` increasing per symbol). A row is accepted when its
+//! update id is newer than the newest accepted one. A disconnect, a restart or a full buffer
+//! is recorded as `book_ticker_gap` from the last update received before it to the first one
+//! after it (exchange time; spot: receive time).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::fill::FillJob;
+use super::latency::LatencyHist;
+use super::queue::{GapDone, Item, Source, TickQueue};
+use super::ranges::RangeSet;
+use super::TickRow;
+use crate::binance::kind::{StreamKind, Symbol};
+use crate::binance::model::from_ms;
+use crate::constants::{metric, quality_kind, AGG_TRADES_TABLE, DATA_QUALITY_TABLE};
+use crate::market::Market;
+use crate::shutdown::Shutdown;
+use crate::sink::{QualityEvent, RetryingSink, SinkError};
+
+/// Most missing-id ranges kept per symbol; past it they are merged into one span (its ids
+/// already stored are skipped by the insert).
+pub const MAX_PENDING_RANGES: usize = 1000;
+/// `trade_gap` records younger than this are checked (and filled again) at start.
+pub const GAP_RESUME_WINDOW: &str = "48 hours";
+
+/// Settings of a tick writer.
+#[derive(Debug, Clone)]
+pub struct TickWriterConfig {
+    pub market: Market,
+    /// Rows per COPY transaction at most.
+    pub batch_rows: usize,
+    /// Flush this long after the first buffered row.
+    pub flush: Duration,
+    /// Missing aggTrade ids are given to REST only when still missing this long after the
+    /// jump (a lagging connection usually delivers them first).
+    pub gap_grace: Duration,
+    /// A gap of more ids than this is not filled (logged as unfilled).
+    pub max_gap_ids: i64,
+    /// Symbols streamed at start (their newest stored ids are read in one query).
+    pub symbols: Vec<String>,
+    /// Give up on the final flush at shutdown after this long.
+    pub shutdown_grace: Duration,
+}
+
+/// Counters of one tick writer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TickSummary {
+    /// Rows taken from the buffer (live and REST).
+    pub received: u64,
+    /// Rows inserted (new).
+    pub written: u64,
+    /// Rows dropped as already stored or seen.
+    pub duplicates: u64,
+    /// Rows refused by validation (in the sessions and in REST pages).
+    pub rejected: u64,
+    /// Live rows refused because the buffer was full.
+    pub dropped: u64,
+    pub batches: u64,
+    /// Id jumps seen (aggTrades).
+    pub gaps: u64,
+    /// aggTrades recovered over REST.
+    pub filled: u64,
+    /// aggTrade ids given up.
+    pub unfilled: u64,
+    /// Book-ticker gaps recorded.
+    pub book_gaps: u64,
+    /// Most rows waiting in the buffer at once.
+    pub max_buffered: u64,
+    /// Receive → commit latency of live rows, ms.
+    pub latency_p50_ms: Option<u64>,
+    pub latency_p99_ms: Option<u64>,
+    pub latency_max_ms: u64,
+}
+
+/// What the kline writer holds to wait, before a candle, for the ticks received so far.
+#[derive(Clone)]
+pub struct TickBarrier {
+    pub kind: StreamKind,
+    pushed: Arc<dyn Fn() -> u64 + Send + Sync>,
+    request: Arc<watch::Sender<u64>>,
+    committed: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for TickBarrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TickBarrier")
+            .field("kind", &self.kind)
+            .field("pushed", &(self.pushed)())
+            .field("committed", &*self.committed.borrow())
+            .finish()
+    }
+}
+
+impl TickBarrier {
+    /// Waits until every live tick received before this call is committed, at most `limit`;
+    /// false on timeout.
+    pub async fn wait(&mut self, limit: Duration) -> bool {
+        let target = (self.pushed)();
+        if *self.committed.borrow() >= target {
+            return true;
+        }
+        self.request.send_if_modified(|r| {
+            let changed = *r < target;
+            *r = (*r).max(target);
+            changed
+        });
+        let wait = self.committed.wait_for(|c| *c >= target);
+        matches!(tokio::time::timeout(limit, wait).await, Ok(Ok(_)))
+    }
+}
+
+/// Per-symbol state.
+#[derive(Debug, Default)]
+struct SymState {
+    /// Newest accepted id (stored or in this batch).
+    last_id: Option<i64>,
+    /// Exchange time of that row (ms).
+    last_time_ms: Option<i64>,
+    /// aggTrades: ids known missing.
+    pending: RangeSet,
+    /// Why the next jump happens, if known (reconnect, overflow, restart, rejected).
+    hint: Option<&'static str>,
+    /// Book tickers: a gap that began at this time (ms) for this reason, closed by the next
+    /// accepted row.
+    gap_open: Option<(i64, &'static str)>,
+    /// REST rows accepted (all time) and the time span of those since `fill_mark`.
+    rest_accepted: u64,
+}
+
+/// A gap handed to the filler: counters at hand-over.
+#[derive(Debug)]
+struct Job {
+    rest_accepted_at_start: u64,
+    first_ms: Option<i64>,
+    last_ms: Option<i64>,
+    before_ms: Option<i64>,
+    after_ms: Option<i64>,
+}
+
+/// A detected gap waiting for its grace period.
+#[derive(Debug)]
+struct Ripening {
+    at: Instant,
+    symbol: Symbol,
+    lo: i64,
+    hi: i64,
+    trigger: &'static str,
+    before_ms: Option<i64>,
+    after_ms: Option<i64>,
+}
+
+/// One tick kind's writer.
+pub struct TickWriter<R: TickRow> {
+    cfg: TickWriterConfig,
+    queue: Arc<TickQueue<R>>,
+    sink: RetryingSink,
+    states: HashMap<Symbol, SymState>,
+    batch: Vec<R>,
+    batch_received: Vec<Instant>,
+    events: Vec<QualityEvent>,
+    first_at: Option<Instant>,
+    /// Live rows taken from the queue.
+    taken: u64,
+    committed_tx: watch::Sender<u64>,
+    committed_rx: watch::Receiver<u64>,
+    request_tx: Arc<watch::Sender<u64>>,
+    request_rx: watch::Receiver<u64>,
+    ripening: VecDeque<Ripening>,
+    filler: Option<UnboundedSender<FillJob>>,
+    /// Gaps at the filler, per symbol by first id.
+    jobs: HashMap<Symbol, std::collections::BTreeMap<i64, Job>>,
+    summary: TickSummary,
+    latency: LatencyHist,
+    loaded: bool,
+}
+
+impl<R: TickRow> TickWriter<R> {
+    pub fn new(
+        cfg: TickWriterConfig,
+        queue: Arc<TickQueue<R>>,
+        sink: RetryingSink,
+        filler: Option<UnboundedSender<FillJob>>,
+    ) -> Self {
+        let (committed_tx, committed_rx) = watch::channel(0u64);
+        let (request_tx, request_rx) = watch::channel(0u64);
+        TickWriter {
+            cfg,
+            queue,
+            sink,
+            states: HashMap::new(),
+            batch: Vec::new(),
+            batch_received: Vec::new(),
+            events: Vec::new(),
+            first_at: None,
+            taken: 0,
+            committed_tx,
+            committed_rx,
+            request_tx: Arc::new(request_tx),
+            request_rx,
+            ripening: VecDeque::new(),
+            filler,
+            jobs: HashMap::new(),
+            summary: TickSummary::default(),
+            latency: LatencyHist::default(),
+            loaded: false,
+        }
+    }
+
+    /// The barrier the kline writer waits on.
+    pub fn barrier(&self) -> TickBarrier {
+        let q = self.queue.clone();
+        TickBarrier {
+            kind: R::KIND,
+            pushed: Arc::new(move || q.pushed()),
+            request: self.request_tx.clone(),
+            committed: self.committed_rx.clone(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        R::KIND.as_str()
+    }
+
+    /// Reads the newest stored id (and time) of every configured symbol, and (aggTrades)
+    /// the recent `trade_gap` records whose ids are not all stored.
+    async fn load(&mut self) -> Result<(), SinkError> {
+        let market = self.cfg.market.as_str();
+        let symbols = self.cfg.symbols.clone();
+        let (table, id_col, time_col) = R::stored_columns();
+        let sql = format!(
+            "SELECT s, (SELECT max({id_col}) FROM {table} t WHERE t.market = $1 AND t.symbol = s), \
+                    (SELECT max({time_col}) FROM {table} t WHERE t.market = $1 AND t.symbol = s) \
+             FROM unnest($2::text[]) AS s"
+        );
+        let rows = self
+            .sink
+            .query("newest stored ticks", &sql, &[&market, &symbols])
+            .await?;
+        for r in rows {
+            let (sym, id, t): (String, Option<i64>, Option<DateTime<Utc>>) =
+                (r.get(0), r.get(1), r.get(2));
+            let Ok(sym) = Symbol::new(&sym) else { continue };
+            let st = self.states.entry(sym).or_default();
+            if let Some(id) = id {
+                st.last_id = Some(id);
+                st.last_time_ms = t.map(|t| t.timestamp_millis());
+                st.hint = Some("restart");
+                if !R::CONTIGUOUS {
+                    st.gap_open = st.last_time_ms.map(|t| (t, "restart"));
+                }
+            }
+        }
+        if R::CONTIGUOUS {
+            self.resume_gaps().await?;
+        }
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// The newest stored id of one symbol not read at start (a listing).
+    async fn load_symbol(&mut self, symbol: &Symbol) -> Result<(), SinkError> {
+        let market = self.cfg.market.as_str();
+        let name = symbol.as_str().to_string();
+        let (table, id_col, time_col) = R::stored_columns();
+        let sql = format!(
+            "SELECT max({id_col}), max({time_col}) FROM {table} WHERE market = $1 AND symbol = $2"
+        );
+        let rows = self
+            .sink
+            .query("newest stored ticks", &sql, &[&market, &name])
+            .await?;
+        let (id, t): (Option<i64>, Option<DateTime<Utc>>) = rows
+            .first()
+            .map_or((None, None), |row| (row.get(0), row.get(1)));
+        let st = self.states.entry(symbol.clone()).or_default();
+        if let Some(id) = id {
+            st.last_id = Some(id);
+            st.last_time_ms = t.map(|t| t.timestamp_millis());
+            st.hint = Some("restart");
+            if !R::CONTIGUOUS {
+                st.gap_open = st.last_time_ms.map(|t| (t, "restart"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `trade_gap` records of the last [`GAP_RESUME_WINDOW`] whose ids are not all stored:
+    /// their holes become missing again (filled at once).
+    async fn resume_gaps(&mut self) -> Result<(), SinkError> {
+        let market = self.cfg.market.as_str();
+        let sql = format!(
+            "WITH g AS (SELECT DISTINCT symbol, (detail->>'first_id')::bigint AS lo, \
+                                       (detail->>'last_id')::bigint AS hi \
+                          FROM {DATA_QUALITY_TABLE} \
+                         WHERE market = $1 AND kind = '{}' \
+                           AND logged_at > now() - interval '{GAP_RESUME_WINDOW}' \
+                           AND detail ? 'first_id' AND detail ? 'last_id') \
+             SELECT g.symbol, h.lo, h.hi \
+               FROM g, LATERAL ( \
+                 SELECT x.id + 1 AS lo, x.next_id - 1 AS hi FROM ( \
+                   SELECT id, lead(id) OVER (ORDER BY id) AS next_id FROM ( \
+                     SELECT g.lo - 1 AS id UNION ALL SELECT g.hi + 1 UNION ALL \
+                     SELECT agg_trade_id FROM {AGG_TRADES_TABLE} t \
+                      WHERE t.market = $1 AND t.symbol = g.symbol \
+                        AND t.agg_trade_id BETWEEN g.lo AND g.hi) ids) x \
+                  WHERE x.next_id > x.id + 1) h \
+              WHERE g.hi >= g.lo AND g.hi - g.lo < $2 \
+              ORDER BY 1, 2",
+            quality_kind::TRADE_GAP
+        );
+        let max = self.cfg.max_gap_ids;
+        let rows = self
+            .sink
+            .query("resume trade gaps", &sql, &[&market, &max])
+            .await?;
+        let now = Instant::now();
+        for r in rows {
+            let (sym, lo, hi): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            let Ok(symbol) = Symbol::new(&sym) else {
+                continue;
+            };
+            info!(kind = self.kind(), %symbol, lo, hi, "trade gap of an earlier run is not filled yet: filling it");
+            let st = self.states.entry(symbol.clone()).or_default();
+            st.pending.insert(lo, hi);
+            self.ripening.push_back(Ripening {
+                at: now,
+                symbol,
+                lo,
+                hi,
+                trigger: "resume",
+                before_ms: None,
+                after_ms: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown`: load, then take, check and write rows; a final flush gets
+    /// `shutdown_grace`.
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<TickSummary, SinkError> {
+        let mut sd = shutdown.clone();
+        tokio::select! {
+            r = self.load() => r?,
+            _ = sd.recv() => return Ok(self.finish()),
+        }
+        let mut items = Vec::new();
+        loop {
+            if !self.queue.has_items() {
+                let deadline = self.next_deadline();
+                let mut request = self.request_rx.clone();
+                let barrier_due = *request.borrow_and_update() > *self.committed_rx.borrow();
+                if !barrier_due {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.recv() => break,
+                        _ = self.queue.wait() => {}
+                        _ = request.changed() => {}
+                        _ = sleep_until_opt(deadline), if deadline.is_some() => {}
+                    }
+                }
+            }
+            if shutdown.is_shutdown() {
+                break;
+            }
+            // take what is there (never more than one batch), then check it
+            let room = self.cfg.batch_rows.saturating_sub(self.batch.len()).max(1);
+            items.clear();
+            let live = self.queue.take(room, &mut items);
+            self.taken += live;
+            for item in items.drain(..) {
+                self.process(item).await?;
+            }
+            self.ripen();
+            let target = *self.request_rx.borrow();
+            let barrier_ready = target > *self.committed_rx.borrow() && self.taken >= target;
+            let full = self.batch.len() >= self.cfg.batch_rows;
+            let timed = self.first_at.is_some_and(|t| t.elapsed() >= self.cfg.flush);
+            if full || timed || barrier_ready {
+                self.flush(&mut shutdown, None).await?;
+            }
+        }
+        // final flush: what was taken, then what is still buffered (bounded time)
+        let deadline = Instant::now() + self.cfg.shutdown_grace;
+        loop {
+            let room = self.cfg.batch_rows.saturating_sub(self.batch.len()).max(1);
+            items.clear();
+            let live = self.queue.take(room, &mut items);
+            self.taken += live;
+            for item in items.drain(..) {
+                self.process(item).await?;
+            }
+            if self.batch.is_empty() && self.events.is_empty() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!(kind = self.kind(), rows = self.batch.len(), "shutdown: ticks not written in time (aggTrades come back over REST at the next start)");
+                break;
+            }
+            match self
+                .sink
+                .write_ticks(&self.batch, &self.events, Some(left))
+                .await
+            {
+                Ok(n) => self.committed(n),
+                Err(e) => {
+                    warn!(kind = self.kind(), error = %e, rows = self.batch.len(), "shutdown: final tick batch not written");
+                    break;
+                }
+            }
+        }
+        Ok(self.finish())
+    }
+
+    fn finish(&mut self) -> TickSummary {
+        let mut s = self.summary.clone();
+        s.dropped = self.queue.dropped();
+        s.max_buffered = self.queue.max_rows() as u64;
+        s.latency_p50_ms = self.latency.quantile(0.5);
+        s.latency_p99_ms = self.latency.quantile(0.99);
+        s.latency_max_ms = self.latency.max_ms();
+        info!(kind = self.kind(), summary = ?s, "tick writer stopped");
+        s
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let flush = self.first_at.map(|t| t + self.cfg.flush);
+        let ripe = self.ripening.front().map(|r| r.at);
+        match (flush, ripe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn state(&mut self, symbol: &Symbol) -> &mut SymState {
+        if !self.states.contains_key(symbol) {
+            self.states.insert(symbol.clone(), SymState::default());
+        }
+        self.states.get_mut(symbol).expect("just inserted")
+    }
+
+    async fn process(&mut self, item: Item<R>) -> Result<(), SinkError> {
+        match item {
+            Item::Row {
+                row,
+                received,
+                source,
+            } => {
+                self.summary.received += 1;
+                if self.loaded && !self.states.contains_key(row.symbol()) {
+                    let sym = row.symbol().clone();
+                    self.load_symbol(&sym).await?;
+                }
+                if self.accept(&row, source) {
+                    if self.batch.is_empty() && self.first_at.is_none() {
+                        self.first_at = Some(Instant::now());
+                    }
+                    if source == Source::Live {
+                        self.batch_received.push(received);
+                    }
+                    self.batch.push(row);
+                } else {
+                    self.summary.duplicates += 1;
+                    metrics::counter!(metric::TICKS_DUPLICATE, "kind" => self.kind()).increment(1);
+                }
+            }
+            Item::Connected { connection, .. } => {
+                debug!(kind = self.kind(), connection, "tick connection up");
+            }
+            Item::Disconnected {
+                connection,
+                symbols,
+            } => {
+                debug!(
+                    kind = self.kind(),
+                    connection,
+                    symbols = symbols.len(),
+                    "tick connection down"
+                );
+                for s in symbols {
+                    let Ok(sym) = Symbol::new(&s) else { continue };
+                    let st = self.state(&sym);
+                    st.hint = Some("reconnect");
+                    if !R::CONTIGUOUS && st.gap_open.is_none() {
+                        if let Some(t) = st.last_time_ms {
+                            st.gap_open = Some((t, "disconnect"));
+                        }
+                    }
+                }
+            }
+            Item::Overflow {
+                symbols,
+                dropped,
+                since_ms,
+                until_ms,
+            } => {
+                warn!(
+                    kind = self.kind(),
+                    dropped,
+                    symbols = symbols.len(),
+                    cap = self.queue.cap(),
+                    "tick buffer was full: live ticks were refused (aggTrades are recovered by id)"
+                );
+                self.events.push(QualityEvent {
+                    symbol: None,
+                    kind: quality_kind::TICK_OVERFLOW,
+                    from_time: Some(from_ms(since_ms)),
+                    to_time: Some(from_ms(until_ms)),
+                    rows: Some(dropped as i64),
+                    detail: json!({"kind": self.kind(), "dropped": dropped, "cap": self.queue.cap(),
+                                   "symbols": symbols.len(), "clock": "wall"}),
+                });
+                for sym in symbols {
+                    let st = self.state(&sym);
+                    st.hint = Some("overflow");
+                    if !R::CONTIGUOUS && st.gap_open.is_none() {
+                        if let Some(t) = st.last_time_ms {
+                            st.gap_open = Some((t, "overflow"));
+                        }
+                    }
+                }
+                self.mark_first();
+            }
+            Item::GapDone(done) => self.gap_done(done),
+        }
+        Ok(())
+    }
+
+    fn mark_first(&mut self) {
+        if self.first_at.is_none() {
+            self.first_at = Some(Instant::now());
+        }
+    }
+
+    /// The duplicate check and gap bookkeeping of one row; true when it is to be written.
+    fn accept(&mut self, row: &R, source: Source) -> bool {
+        let id = row.id();
+        let t = row.time_ms();
+        let max_gap = self.cfg.max_gap_ids;
+        let grace = self.cfg.gap_grace;
+        let kind = self.kind();
+        let symbol = row.symbol();
+        let st = match self.states.get_mut(symbol) {
+            Some(st) => st,
+            None => {
+                self.states.insert(symbol.clone(), SymState::default());
+                self.states.get_mut(symbol).expect("just inserted")
+            }
+        };
+        if !R::CONTIGUOUS {
+            if st.last_id.is_some_and(|l| id <= l) {
+                return false;
+            }
+            st.last_id = Some(id);
+            if let Some((from, reason)) = st.gap_open.take() {
+                if t > from {
+                    self.summary.book_gaps += 1;
+                    self.events.push(QualityEvent {
+                        symbol: Some(symbol.to_string()),
+                        kind: quality_kind::BOOK_TICKER_GAP,
+                        from_time: Some(from_ms(from)),
+                        to_time: Some(from_ms(t)),
+                        rows: None,
+                        detail: json!({"reason": reason, "seconds": (t - from) as f64 / 1000.0}),
+                    });
+                }
+            }
+            st.last_time_ms = Some(t);
+            return true;
+        }
+        let accepted = match st.last_id {
+            None => {
+                st.last_id = Some(id);
+                true
+            }
+            Some(last) if id > last => {
+                if id > last + 1 {
+                    let (lo, hi) = (last + 1, id - 1);
+                    let trigger = st.hint.unwrap_or("jump");
+                    self.summary.gaps += 1;
+                    debug!(kind, %symbol, lo, hi, trigger, "aggTrade id jump");
+                    st.pending.insert(lo, hi);
+                    let before_ms = st.last_time_ms;
+                    let mut ripe = Ripening {
+                        at: Instant::now() + grace,
+                        symbol: symbol.clone(),
+                        lo,
+                        hi,
+                        trigger,
+                        before_ms,
+                        after_ms: Some(t),
+                    };
+                    if st.pending.len() > MAX_PENDING_RANGES {
+                        // a hostile or broken feed: one span instead of many ranges
+                        let (a, b) = st.pending.span().expect("not empty");
+                        st.pending.insert(a, b);
+                        ripe.lo = a;
+                        ripe.hi = b;
+                    }
+                    self.events.push(QualityEvent {
+                        symbol: Some(symbol.to_string()),
+                        kind: quality_kind::TRADE_GAP,
+                        from_time: before_ms.map(from_ms),
+                        to_time: Some(from_ms(t)),
+                        rows: Some(hi - lo + 1),
+                        detail: json!({"first_id": lo, "last_id": hi, "trigger": trigger,
+                                       "too_large": hi - lo + 1 > max_gap}),
+                    });
+                    self.ripening.push_back(ripe);
+                }
+                st.hint = None;
+                st.last_id = Some(id);
+                true
+            }
+            Some(_) => st.pending.remove(id),
+        };
+        if accepted {
+            if st.last_id == Some(id) {
+                st.last_time_ms = Some(t);
+            }
+            if source == Source::Rest {
+                st.rest_accepted += 1;
+                if let Some(job) = self
+                    .jobs
+                    .get_mut(symbol)
+                    .and_then(|m| m.range_mut(..=id).next_back())
+                    .map(|(_, j)| j)
+                {
+                    job.first_ms = Some(job.first_ms.map_or(t, |f| f.min(t)));
+                    job.last_ms = Some(job.last_ms.map_or(t, |l| l.max(t)));
+                }
+            }
+        }
+        accepted
+    }
+
+    /// Hands gaps whose grace period is over to the filler (or gives up too large ones).
+    fn ripen(&mut self) {
+        let now = Instant::now();
+        while self.ripening.front().is_some_and(|r| r.at <= now) {
+            let r = self.ripening.pop_front().expect("front");
+            let Some(st) = self.states.get_mut(&r.symbol) else {
+                continue;
+            };
+            for (lo, hi) in st.pending.within(r.lo, r.hi) {
+                let ids = hi - lo + 1;
+                let too_large = ids > self.cfg.max_gap_ids;
+                if too_large || self.filler.is_none() {
+                    st.pending.take(lo, hi);
+                    let reason = if too_large {
+                        format!(
+                            "{ids} ids: more than --trade-gap-max-ids {}",
+                            self.cfg.max_gap_ids
+                        )
+                    } else {
+                        "no REST filler".to_string()
+                    };
+                    self.summary.unfilled += ids as u64;
+                    metrics::counter!(metric::TRADES_UNFILLED).increment(ids as u64);
+                    warn!(symbol = %r.symbol, lo, hi, %reason, "aggTrade gap not filled");
+                    self.events.push(QualityEvent {
+                        symbol: Some(r.symbol.to_string()),
+                        kind: quality_kind::TRADE_GAP_UNFILLED,
+                        from_time: r.before_ms.map(from_ms),
+                        to_time: r.after_ms.map(from_ms),
+                        rows: Some(ids),
+                        detail: json!({"first_id": lo, "last_id": hi, "ids": ids,
+                                       "trigger": r.trigger, "reason": reason}),
+                    });
+                    continue;
+                }
+                let jobs = self.jobs.entry(r.symbol.clone()).or_default();
+                if jobs.contains_key(&lo) {
+                    continue;
+                }
+                jobs.insert(
+                    lo,
+                    Job {
+                        rest_accepted_at_start: st.rest_accepted,
+                        first_ms: None,
+                        last_ms: None,
+                        before_ms: r.before_ms,
+                        after_ms: r.after_ms,
+                    },
+                );
+                debug!(symbol = %r.symbol, lo, hi, trigger = r.trigger, "aggTrade gap to REST");
+                let job = FillJob {
+                    symbol: r.symbol.clone(),
+                    lo,
+                    hi,
+                    trigger: r.trigger,
+                };
+                if let Some(f) = &self.filler {
+                    let _ = f.send(job);
+                }
+            }
+        }
+        if !self.events.is_empty() {
+            self.mark_first();
+        }
+    }
+
+    /// The filler is done with `[lo, hi]`: ids still missing there are given up.
+    fn gap_done(&mut self, d: GapDone) {
+        let job = self.jobs.get_mut(&d.symbol).and_then(|m| m.remove(&d.lo));
+        let Some(st) = self.states.get_mut(&d.symbol) else {
+            return;
+        };
+        let filled = job
+            .as_ref()
+            .map_or(0, |j| st.rest_accepted - j.rest_accepted_at_start);
+        let left = st.pending.take(d.lo, d.hi);
+        let (before_ms, after_ms) = job
+            .as_ref()
+            .map_or((None, None), |j| (j.before_ms, j.after_ms));
+        if filled > 0 {
+            self.summary.filled += filled;
+            metrics::counter!(metric::TRADES_FILLED).increment(filled);
+            info!(symbol = %d.symbol, lo = d.lo, hi = d.hi, filled, pages = d.pages, trigger = d.trigger, "aggTrade gap filled over REST");
+            self.events.push(QualityEvent {
+                symbol: Some(d.symbol.to_string()),
+                kind: quality_kind::TRADE_GAP_FILLED,
+                from_time: job.as_ref().and_then(|j| j.first_ms).map(from_ms),
+                to_time: job.as_ref().and_then(|j| j.last_ms).map(from_ms),
+                rows: Some(filled as i64),
+                detail: json!({"first_id": d.lo, "last_id": d.hi, "trigger": d.trigger,
+                               "pages": d.pages, "received": d.pushed}),
+            });
+        }
+        for (lo, hi) in left {
+            let ids = hi - lo + 1;
+            self.summary.unfilled += ids as u64;
+            metrics::counter!(metric::TRADES_UNFILLED).increment(ids as u64);
+            let reason = if d.reasons.is_empty() {
+                "REST did not return these ids".to_string()
+            } else {
+                d.reasons.join("; ")
+            };
+            error!(symbol = %d.symbol, lo, hi, %reason, "aggTrade ids could not be filled");
+            self.events.push(QualityEvent {
+                symbol: Some(d.symbol.to_string()),
+                kind: quality_kind::TRADE_GAP_UNFILLED,
+                from_time: before_ms.map(from_ms),
+                to_time: after_ms.map(from_ms),
+                rows: Some(ids),
+                detail: json!({"first_id": lo, "last_id": hi, "ids": ids,
+                               "trigger": d.trigger, "reason": reason}),
+            });
+        }
+        self.mark_first();
+    }
+
+    /// Writes the batch and the events in one transaction (retrying through connection
+    /// loss; a shutdown meanwhile abandons it after `shutdown_grace`).
+    async fn flush(
+        &mut self,
+        shutdown: &mut Shutdown,
+        give_up_after: Option<Duration>,
+    ) -> Result<(), SinkError> {
+        self.take_rejected();
+        if self.batch.is_empty() && self.events.is_empty() {
+            self.first_at = None;
+            self.committed_tx.send_replace(self.taken);
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut sd = shutdown.clone();
+        let grace = self.cfg.shutdown_grace;
+        let res = tokio::select! {
+            r = self.sink.write_ticks(&self.batch, &self.events, give_up_after) => Some(r),
+            _ = async { sd.recv().await; tokio::time::sleep(grace).await } => None,
+        };
+        match res {
+            Some(Ok(n)) => {
+                debug!(
+                    kind = self.kind(),
+                    rows = self.batch.len(),
+                    new = n,
+                    ms = started.elapsed().as_millis() as u64,
+                    "wrote tick batch"
+                );
+                self.committed(n);
+                Ok(())
+            }
+            Some(Err(e)) if !e.is_retryable() => {
+                // a constraint refused a row the checks let through: keep the stream going
+                error!(kind = self.kind(), error = %e, rows = self.batch.len(), "tick batch refused by the database; dropped");
+                let n = self.batch.len() as u64;
+                self.summary.rejected += n;
+                self.batch.clear();
+                self.batch_received.clear();
+                self.events.clear();
+                self.first_at = None;
+                self.committed_tx.send_replace(self.taken);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => {
+                warn!(
+                    kind = self.kind(),
+                    rows = self.batch.len(),
+                    "shutdown during a tick write; retrying once more before exit"
+                );
+                self.sink.reset_connection();
+                Ok(())
+            }
+        }
+    }
+
+    /// Bookkeeping after a committed batch.
+    fn committed(&mut self, new_rows: u64) {
+        let now = Instant::now();
+        let mut worst = Duration::ZERO;
+        for r in &self.batch_received {
+            let d = now.saturating_duration_since(*r);
+            worst = worst.max(d);
+            self.latency.record(d.as_millis() as u64);
+        }
+        if !self.batch_received.is_empty() {
+            metrics::histogram!(metric::TICK_COMMIT_LATENCY, "kind" => self.kind())
+                .record(worst.as_secs_f64());
+        }
+        self.summary.written += new_rows;
+        self.summary.batches += 1;
+        metrics::counter!(metric::TICKS_WRITTEN, "kind" => self.kind()).increment(new_rows);
+        metrics::gauge!(metric::TICKS_BUFFERED, "kind" => self.kind())
+            .set(self.queue.rows() as f64);
+        self.batch.clear();
+        self.batch_received.clear();
+        self.events.clear();
+        self.first_at = None;
+        self.committed_tx.send_replace(self.taken);
+    }
+
+    /// Turns the sessions' rejected samples into `tick_rejected` events (one per symbol).
+    fn take_rejected(&mut self) {
+        let (samples, n) = self.queue.take_rejected();
+        if n == 0 {
+            return;
+        }
+        self.summary.rejected += n;
+        let mut by_symbol: HashMap<Option<Symbol>, Vec<serde_json::Value>> = HashMap::new();
+        for s in &samples {
+            if let (Some(sym), true) = (&s.symbol, R::CONTIGUOUS) {
+                if let Some(st) = self.states.get_mut(sym) {
+                    st.hint = Some("rejected");
+                }
+            }
+            by_symbol
+                .entry(s.symbol.clone())
+                .or_default()
+                .push(json!({"id": s.id, "reason": s.reason, "raw": s.raw}));
+        }
+        let sampled: u64 = samples.len() as u64;
+        for (sym, list) in by_symbol {
+            self.events.push(QualityEvent {
+                symbol: sym.map(|s| s.to_string()),
+                kind: quality_kind::TICK_REJECTED,
+                from_time: None,
+                to_time: None,
+                rows: Some(list.len() as i64),
+                detail: json!({"kind": self.kind(), "samples": list}),
+            });
+        }
+        if n > sampled {
+            self.events.push(QualityEvent {
+                symbol: None,
+                kind: quality_kind::TICK_REJECTED,
+                from_time: None,
+                to_time: None,
+                rows: Some((n - sampled) as i64),
+                detail: json!({"kind": self.kind(), "note": "not sampled"}),
+            });
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
