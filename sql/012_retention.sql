@@ -23,6 +23,10 @@ DECLARE
   i record;
 BEGIN
   SELECT * INTO s FROM market.settings;
+  -- the tick tables keep their own time (sql/013_ticks.sql)
+  IF to_regprocedure('market.apply_tick_retention()') IS NOT NULL THEN
+    PERFORM market.apply_tick_retention();
+  END IF;
   -- candle time, but at most a day ahead of the server clock: one candle dated in the future
   -- (a loader's ms/us mistake, or a hostile writer) must not make every instrument look old.
   -- No candles: no candle time, nothing is old (least() would skip the NULL and use the clock)
@@ -86,7 +90,8 @@ COMMENT ON FUNCTION market.apply_retention() IS
   'ahead of the server clock, so a future-dated candle cannot age everything else): drop whole UTC '
   'days of candles older than candles_retention (TimescaleDB drop_chunks, else DELETE; NULL '
   'retention keeps everything), delete alerts older than alert_history_retention and deliveries '
-  'of deleted alerts. Returns the cutoffs and counts. A TimescaleDB job runs it every hour; '
+  'of deleted alerts; and the tick tables'' retention (market.apply_tick_retention(), tick '
+  'time). Returns the cutoffs and counts. A TimescaleDB job runs it every hour; '
   'ta-feed stream calls it every hour (--retention-interval-secs). SECURITY DEFINER: what it '
   'deletes is decided by market.settings (owner and ta_rule_admin), so ta_writer may run it.';
 
@@ -132,12 +137,17 @@ BEGIN
     EXECUTE format('SELECT %I.add_job(%L::regproc, %L::interval)', v_ts,
                    'market._retention_job', '1 hour');
   END IF;
+  -- the tick hypertables (sql/013_ticks.sql, which applies them itself the first time)
+  IF to_regprocedure('market._apply_tick_policies()') IS NOT NULL THEN
+    PERFORM market._apply_tick_policies();
+  END IF;
 END
 $$;
 COMMENT ON FUNCTION market._apply_policies() IS
   'Internal: TimescaleDB only: compression settings and policy of market.candles_1m '
-  '(segmentby market, symbol; orderby open_time; after settings.compress_after) and the hourly '
-  'retention job. Called by the schema migration and when market.settings changes.';
+  '(segmentby market, symbol; orderby open_time; after settings.compress_after), the hourly '
+  'retention job, and the tick tables'' columnstore (market._apply_tick_policies()). Called by '
+  'the schema migration and when market.settings changes.';
 
 CREATE OR REPLACE FUNCTION market._settings_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS

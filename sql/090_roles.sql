@@ -2,7 +2,8 @@
 -- Group roles (NOLOGIN); grant them to login roles:
 --   ta_reader      read everything in market except sink secrets; run the screener functions
 --                  and backtests (BI tools: Grafana, Metabase, Superset; LISTEN needs no grant).
---   ta_writer      ta_reader + write candles and the data-quality log (ta-feed, your loaders).
+--   ta_writer      ta_reader + write candles, ticks (agg_trades, book_tickers) and the
+--                  data-quality log (ta-feed, your loaders).
 --                  Alert evaluation runs inside the candle triggers as the schema owner, so a
 --                  writer needs no rights on rules, state or alert history.
 --   ta_rule_admin  ta_reader + create, edit, enable/disable and delete custom alert rules,
@@ -64,6 +65,10 @@ BEGIN
     GRANT INSERT, UPDATE, DELETE ON market.candles_1m TO ta_writer;
     GRANT INSERT ON market.data_quality_log TO ta_writer;
     GRANT EXECUTE ON FUNCTION market.apply_retention() TO ta_writer;
+    -- ticks: ta-feed inserts with ON CONFLICT DO NOTHING (INSERT is enough); retention runs
+    -- as the schema owner
+    GRANT INSERT ON market.agg_trades, market.book_tickers TO ta_writer;
+    GRANT EXECUTE ON FUNCTION market.apply_tick_retention() TO ta_writer;
   END IF;
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_rule_admin') THEN
     GRANT ta_reader TO ta_rule_admin;
