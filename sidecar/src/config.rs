@@ -302,6 +302,12 @@ pub struct ImportArgs {
     /// one after another, in the order given). Default: the number of CPUs, at most 4.
     #[arg(long, env = "IMPORT_JOBS", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub jobs: Option<u64>,
+
+    /// What the files hold: kline (klines12 CSVs), agg_trade (aggTrades dumps → market.
+    /// agg_trades), book_ticker (futures bookTicker dumps → market.book_tickers). Default: from
+    /// each file name (SYMBOL-aggTrades-..., SYMBOL-bookTicker-..., else klines).
+    #[arg(long, env = "IMPORT_KIND", value_enum)]
+    pub kind: Option<crate::binance::kind::StreamKind>,
 }
 
 #[derive(Debug, Clone, Args)]

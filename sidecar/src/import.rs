@@ -343,7 +343,7 @@ pub async fn import_files(cfg: &ImportConfig) -> Result<Vec<ImportStats>, Import
 /// files' bytes (compressed size for `.gz`), with rows, rows/s and ETA.
 pub struct Progress {
     bar: indicatif::ProgressBar,
-    bytes_read: Arc<AtomicU64>,
+    pub(crate) bytes_read: Arc<AtomicU64>,
     rows: AtomicU64,
     started: Instant,
 }
@@ -381,7 +381,7 @@ impl Progress {
         p
     }
 
-    fn add_rows(&self, rows: u64) {
+    pub(crate) fn add_rows(&self, rows: u64) {
         let total = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         self.bar
@@ -391,11 +391,11 @@ impl Progress {
     }
 
     /// Prints a line above the bar (stdout).
-    fn println(&self, line: String) {
+    pub(crate) fn println(&self, line: String) {
         self.bar.suspend(|| println!("{line}"));
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.bar.finish_and_clear();
     }
 }

@@ -18,6 +18,7 @@ pub mod constants;
 pub mod db;
 pub mod health;
 pub mod import;
+pub mod import_ticks;
 pub mod listen;
 pub mod market;
 pub mod migrate;
@@ -148,20 +149,47 @@ pub async fn run(
         }
         Command::Import(args) => {
             info!(database = %db, files = args.files.len(), "import");
+            let jobs = args.jobs.map(|j| j as usize).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get().min(4))
+                    .unwrap_or(1)
+            });
+            // tick dumps (by --kind or by name) go to the tick tables, the rest are klines
+            let is_tick = |p: &std::path::Path| match args.kind {
+                Some(binance::kind::StreamKind::Kline) => false,
+                Some(_) => true,
+                None => import_ticks::detect(p).is_some(),
+            };
+            let (tick_files, kline_files): (Vec<_>, Vec<_>) =
+                args.files.iter().cloned().partition(|p| is_tick(p));
             let cfg = import::ImportConfig {
                 database_url: cli.database_url.clone(),
-                files: args.files,
+                files: kline_files,
+                symbol: args.symbol.clone(),
+                batch_rows: args.batch_rows,
+                market: args.market,
+                jobs,
+            };
+            let ticks = import_ticks::TickImportConfig {
+                database_url: cli.database_url.clone(),
+                files: tick_files,
+                kind: args.kind,
                 symbol: args.symbol,
                 batch_rows: args.batch_rows,
                 market: args.market,
-                jobs: args.jobs.map(|j| j as usize).unwrap_or_else(|| {
-                    std::thread::available_parallelism()
-                        .map(|n| n.get().min(4))
-                        .unwrap_or(1)
-                }),
+                jobs,
+            };
+            let work = async {
+                if !cfg.files.is_empty() {
+                    import::import_files(&cfg).await?;
+                }
+                if !ticks.files.is_empty() {
+                    import_ticks::import_tick_files(&ticks).await?;
+                }
+                Ok::<(), import::ImportError>(())
             };
             tokio::select! {
-                r = import::import_files(&cfg) => { r.context("import")?; }
+                r = work => { r.context("import")?; }
                 _ = shutdown => anyhow::bail!("import interrupted"),
             }
         }

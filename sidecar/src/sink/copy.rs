@@ -296,6 +296,22 @@ impl CandleSink {
             .map_err(SinkError::db(during))
     }
 
+    /// Begins a transaction that imports tick batches of one file ([`TickImport`]).
+    pub async fn begin_import(
+        &mut self,
+        _kind: crate::binance::kind::StreamKind,
+    ) -> Result<TickImport<'_>, SinkError> {
+        self.ensure_staging(&super::core::AGG_TRADES).await?;
+        self.ensure_staging(&super::core::BOOK_TICKERS).await?;
+        let market = self.market.as_str();
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(SinkError::db("begin"))?;
+        Ok(TickImport { tx, market })
+    }
+
     /// Inserts data-quality events in one transaction.
     pub async fn log_quality(&mut self, events: &[QualityEvent]) -> Result<(), SinkError> {
         if events.is_empty() {
@@ -311,6 +327,30 @@ impl CandleSink {
         }
         tx.commit().await.map_err(SinkError::db("commit"))?;
         Ok(())
+    }
+}
+
+/// One file's import of ticks: batches are copied and inserted (`ON CONFLICT DO NOTHING`)
+/// inside one transaction, so a failed file leaves nothing behind.
+pub struct TickImport<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+    market: &'static str,
+}
+
+impl TickImport<'_> {
+    /// Copies and inserts one batch; returns how many rows were new.
+    pub async fn add<R: CopyRow>(&mut self, rows: &[R]) -> Result<u64, SinkError> {
+        let n = insert_new(&self.tx, rows, self.market).await?;
+        // the staging table empties at commit only: empty it for the next batch
+        self.tx
+            .batch_execute(&format!("TRUNCATE {}", R::TABLE.staging))
+            .await
+            .map_err(SinkError::db("truncate staging"))?;
+        Ok(n)
+    }
+
+    pub async fn commit(self) -> Result<(), SinkError> {
+        self.tx.commit().await.map_err(SinkError::db("commit"))
     }
 }
 
