@@ -312,8 +312,11 @@ pub struct ImportArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// klines12 CSV files to serve (any number of files and symbols; symbol from the file
-    /// name). Repeat --file or separate with commas.
+    /// Files to serve (any number of files and symbols; kind and symbol from the file name):
+    /// klines12 CSVs (SYMBOL-1m-...), aggTrades dumps (SYMBOL-aggTrades-...: @aggTrade, REST
+    /// aggTrades, and the symbol's klines derived from its trades), book-ticker recordings
+    /// (SYMBOL-bookTicker-..., SYMBOL-quotes-....tardis.csv[.gz]: @bookTicker). Plain, .gz or
+    /// .zip. Repeat --file or separate with commas.
     #[arg(long = "file", env = "REPLAY_FILES", value_delimiter = ',', required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
 
@@ -393,6 +396,12 @@ pub struct ReplayArgs {
     /// REQUEST_WEIGHT limit per minute. Default: the market's (spot 6000, usdm 2400).
     #[arg(long, env = "REPLAY_WEIGHT_LIMIT_1M")]
     pub weight_limit_1m: Option<u32>,
+
+    /// Move each book-ticker recording (bookTicker dumps, Tardis quotes) in time so its first
+    /// update is at TIME (RFC 3339 or epoch ms): a recording of another day can accompany the
+    /// trades of this replay.
+    #[arg(long, env = "REPLAY_BOOK_TICKERS_FROM")]
+    pub book_tickers_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -220,6 +220,12 @@ pub async fn run(
             cfg.list = listing("list", &args.list)?;
             cfg.delist = listing("delist", &args.delist)?;
             cfg.sent_log = args.sent_log;
+            cfg.book_tickers_from = args
+                .book_tickers_from
+                .as_deref()
+                .map(replay::parse_start)
+                .transpose()
+                .context("--book-tickers-from")?;
             replay::run_replay(cfg, shutdown).await.context("replay")?;
         }
         Command::Listen(args) => {
