@@ -311,8 +311,9 @@ impl<R: TickRow> TickWriter<R> {
         Ok(())
     }
 
-    /// `trade_gap` records of the last [`GAP_RESUME_WINDOW`] whose ids are not all stored:
-    /// their holes become missing again (filled at once).
+    /// `trade_gap` records of the last [`GAP_RESUME_WINDOW`] whose ids are not all stored
+    /// (and not given up already: `trade_gap_unfilled`): their holes become missing again
+    /// (filled at once).
     async fn resume_gaps(&mut self) -> Result<(), SinkError> {
         let market = self.cfg.market.as_str();
         let sql = format!(
@@ -332,8 +333,13 @@ impl<R: TickRow> TickWriter<R> {
                         AND t.agg_trade_id BETWEEN g.lo AND g.hi) ids) x \
                   WHERE x.next_id > x.id + 1) h \
               WHERE g.hi >= g.lo AND g.hi - g.lo < $2 \
+                AND NOT EXISTS (SELECT 1 FROM {DATA_QUALITY_TABLE} u \
+                                 WHERE u.market = $1 AND u.symbol = g.symbol AND u.kind = '{}' \
+                                   AND (u.detail->>'first_id')::bigint <= h.lo \
+                                   AND (u.detail->>'last_id')::bigint >= h.hi) \
               ORDER BY 1, 2",
-            quality_kind::TRADE_GAP
+            quality_kind::TRADE_GAP,
+            quality_kind::TRADE_GAP_UNFILLED
         );
         let max = self.cfg.max_gap_ids;
         let rows = self
