@@ -383,6 +383,7 @@ pub async fn run_stream(
         max_gap_ids: cfg.trade_gap_max_ids.max(1),
         symbols: symbols.clone(),
         shutdown_grace: Duration::from_secs(10),
+        probe_delay: (cfg.trade_gap_grace * 5).max(Duration::from_secs(2)),
     };
     let tick_sink = || {
         RetryingSink::new(

@@ -29,6 +29,9 @@ pub enum ParseError {
     Field { field: &'static str, reason: String },
     #[error("invalid kline: {0}")]
     Invalid(String),
+    /// A tick (aggTrade, book ticker) value the tables refuse.
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
 }
 
 impl ParseError {
@@ -42,7 +45,10 @@ impl ParseError {
     pub fn is_validation(&self) -> bool {
         matches!(
             self,
-            ParseError::Decimal { .. } | ParseError::Timestamp { .. } | ParseError::Invalid(_)
+            ParseError::Decimal { .. }
+                | ParseError::Timestamp { .. }
+                | ParseError::Invalid(_)
+                | ParseError::InvalidValue(_)
         )
     }
 }

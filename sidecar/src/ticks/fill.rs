@@ -30,6 +30,9 @@ pub struct FillJob {
     pub hi: i64,
     /// Why the ids went missing (reconnect, restart, overflow, jump, rejected, resume).
     pub trigger: &'static str,
+    /// A probe after a full buffer: ids past the newest accepted one, which no live trade
+    /// has revealed yet (a quiet symbol); REST answering with fewer rows is no failure.
+    pub probe: bool,
 }
 
 /// Rows per aggTrades request (Binance's maximum).

@@ -11,7 +11,10 @@
 //! (rotation overlap, restart, repeated or backward ids) and is dropped and counted. Missing
 //! ids still missing `gap_grace` later are handed to the REST filler ([`super::fill`]),
 //! oldest first; what it cannot fill is logged as `trade_gap_unfilled` with the id range, what
-//! it filled as `trade_gap_filled`. At start the newest stored id of each symbol is the
+//! it filled as `trade_gap_filled`. After the buffer was full, a symbol with refused trades
+//! that has no live trade within `probe_delay` (a quiet one: no later trade reveals its
+//! gap) is *probed*: REST pages from its newest accepted id on, until REST has no more. At
+//! start the newest stored id of each symbol is the
 //! "newest accepted", so the first live trade after a restart reveals the restart's gap; and
 //! `trade_gap` records of the last 48 h whose ids are still not all stored (a fill cut short
 //! by a shutdown or a crash) are filled again.
@@ -67,6 +70,9 @@ pub struct TickWriterConfig {
     pub symbols: Vec<String>,
     /// Give up on the final flush at shutdown after this long.
     pub shutdown_grace: Duration,
+    /// After a full buffer, a symbol with refused trades and no live trade since for this
+    /// long is read over REST from its newest id on.
+    pub probe_delay: Duration,
 }
 
 /// Counters of one tick writer.
@@ -150,14 +156,18 @@ struct SymState {
     /// Book tickers: a gap that began at this time (ms) for this reason, closed by the next
     /// accepted row.
     gap_open: Option<(i64, &'static str)>,
-    /// REST rows accepted (all time) and the time span of those since `fill_mark`.
-    rest_accepted: u64,
+    /// After a full buffer: probe over REST at this instant unless a live trade came first.
+    probe_at: Option<Instant>,
 }
 
 /// A gap handed to the filler: counters at hand-over.
 #[derive(Debug)]
 struct Job {
-    rest_accepted_at_start: u64,
+    probe: bool,
+    /// Last id of the range.
+    hi: i64,
+    /// REST rows of the range accepted so far.
+    accepted: u64,
     first_ms: Option<i64>,
     last_ms: Option<i64>,
     before_ms: Option<i64>,
@@ -193,6 +203,8 @@ pub struct TickWriter<R: TickRow> {
     request_tx: Arc<watch::Sender<u64>>,
     request_rx: watch::Receiver<u64>,
     ripening: VecDeque<Ripening>,
+    /// Symbols to probe after a full buffer, by time.
+    probes: VecDeque<(Instant, Symbol)>,
     filler: Option<UnboundedSender<FillJob>>,
     /// Gaps at the filler, per symbol by first id.
     jobs: HashMap<Symbol, std::collections::BTreeMap<i64, Job>>,
@@ -225,6 +237,7 @@ impl<R: TickRow> TickWriter<R> {
             request_tx: Arc::new(request_tx),
             request_rx,
             ripening: VecDeque::new(),
+            probes: VecDeque::new(),
             filler,
             jobs: HashMap::new(),
             summary: TickSummary::default(),
@@ -459,10 +472,8 @@ impl<R: TickRow> TickWriter<R> {
     fn next_deadline(&self) -> Option<Instant> {
         let flush = self.first_at.map(|t| t + self.cfg.flush);
         let ripe = self.ripening.front().map(|r| r.at);
-        match (flush, ripe) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let probe = self.probes.front().map(|p| p.0);
+        [flush, ripe, probe].into_iter().flatten().min()
     }
 
     fn state(&mut self, symbol: &Symbol) -> &mut SymState {
@@ -543,6 +554,8 @@ impl<R: TickRow> TickWriter<R> {
                     detail: json!({"kind": self.kind(), "dropped": dropped, "cap": self.queue.cap(),
                                    "symbols": symbols.len(), "clock": "wall"}),
                 });
+                let probe_at = Instant::now() + self.cfg.probe_delay;
+                let can_probe = R::CONTIGUOUS && self.filler.is_some();
                 for sym in symbols {
                     let st = self.state(&sym);
                     st.hint = Some("overflow");
@@ -550,6 +563,10 @@ impl<R: TickRow> TickWriter<R> {
                         if let Some(t) = st.last_time_ms {
                             st.gap_open = Some((t, "overflow"));
                         }
+                    }
+                    if can_probe {
+                        st.probe_at = Some(probe_at);
+                        self.probes.push_back((probe_at, sym));
                     }
                 }
                 self.mark_first();
@@ -651,14 +668,18 @@ impl<R: TickRow> TickWriter<R> {
             if st.last_id == Some(id) {
                 st.last_time_ms = Some(t);
             }
+            if source == Source::Live {
+                st.probe_at = None;
+            }
             if source == Source::Rest {
-                st.rest_accepted += 1;
                 if let Some(job) = self
                     .jobs
                     .get_mut(symbol)
                     .and_then(|m| m.range_mut(..=id).next_back())
                     .map(|(_, j)| j)
+                    .filter(|j| id <= j.hi)
                 {
+                    job.accepted += 1;
                     job.first_ms = Some(job.first_ms.map_or(t, |f| f.min(t)));
                     job.last_ms = Some(job.last_ms.map_or(t, |l| l.max(t)));
                 }
@@ -667,9 +688,48 @@ impl<R: TickRow> TickWriter<R> {
         accepted
     }
 
-    /// Hands gaps whose grace period is over to the filler (or gives up too large ones).
+    /// Hands gaps whose grace period is over to the filler (or gives up too large ones), and
+    /// the due probes.
     fn ripen(&mut self) {
         let now = Instant::now();
+        while self.probes.front().is_some_and(|p| p.0 <= now) {
+            let (at, symbol) = self.probes.pop_front().expect("front");
+            let Some(st) = self.states.get_mut(&symbol) else {
+                continue;
+            };
+            if st.probe_at != Some(at) {
+                continue; // a live trade came first (or a newer probe is planned)
+            }
+            st.probe_at = None;
+            let Some(last) = st.last_id else { continue };
+            let lo = last + 1;
+            let jobs = self.jobs.entry(symbol.clone()).or_default();
+            if jobs.contains_key(&lo) {
+                continue;
+            }
+            jobs.insert(
+                lo,
+                Job {
+                    probe: true,
+                    hi: lo + i64::from(super::fill::PAGE) - 1,
+                    accepted: 0,
+                    first_ms: None,
+                    last_ms: None,
+                    before_ms: st.last_time_ms,
+                    after_ms: None,
+                },
+            );
+            debug!(%symbol, from_id = lo, "probing a quiet symbol after a full buffer");
+            if let Some(f) = &self.filler {
+                let _ = f.send(FillJob {
+                    symbol,
+                    lo,
+                    hi: lo + i64::from(super::fill::PAGE) - 1,
+                    trigger: "overflow",
+                    probe: true,
+                });
+            }
+        }
         while self.ripening.front().is_some_and(|r| r.at <= now) {
             let r = self.ripening.pop_front().expect("front");
             let Some(st) = self.states.get_mut(&r.symbol) else {
@@ -709,7 +769,9 @@ impl<R: TickRow> TickWriter<R> {
                 jobs.insert(
                     lo,
                     Job {
-                        rest_accepted_at_start: st.rest_accepted,
+                        probe: false,
+                        hi,
+                        accepted: 0,
                         first_ms: None,
                         last_ms: None,
                         before_ms: r.before_ms,
@@ -722,6 +784,7 @@ impl<R: TickRow> TickWriter<R> {
                     lo,
                     hi,
                     trigger: r.trigger,
+                    probe: false,
                 };
                 if let Some(f) = &self.filler {
                     let _ = f.send(job);
@@ -739,10 +802,19 @@ impl<R: TickRow> TickWriter<R> {
         let Some(st) = self.states.get_mut(&d.symbol) else {
             return;
         };
-        let filled = job
-            .as_ref()
-            .map_or(0, |j| st.rest_accepted - j.rest_accepted_at_start);
-        let left = st.pending.take(d.lo, d.hi);
+        let filled = job.as_ref().map_or(0, |j| j.accepted);
+        let probe = job.as_ref().is_some_and(|j| j.probe);
+        // a probe leaves nothing missing; a full page means there may be more: probe on
+        let left = if probe {
+            if d.pushed >= u64::from(super::fill::PAGE) {
+                let at = Instant::now();
+                st.probe_at = Some(at);
+                self.probes.push_back((at, d.symbol.clone()));
+            }
+            Vec::new()
+        } else {
+            st.pending.take(d.lo, d.hi)
+        };
         let (before_ms, after_ms) = job
             .as_ref()
             .map_or((None, None), |j| (j.before_ms, j.after_ms));

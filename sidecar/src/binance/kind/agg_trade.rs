@@ -135,7 +135,7 @@ impl AggTrade {
         is_best_match: Option<bool>,
     ) -> Result<AggTrade, ParseError> {
         if t.agg_trade_id < 0 || t.first_trade_id < 0 || t.first_trade_id > t.last_trade_id {
-            return Err(ParseError::Invalid(format!(
+            return Err(ParseError::InvalidValue(format!(
                 "ids a={} f={} l={} (non-negative, f <= l)",
                 t.agg_trade_id, t.first_trade_id, t.last_trade_id
             )));

@@ -80,7 +80,7 @@ impl BookTicker {
         received_ms: i64,
     ) -> Result<BookTicker, ParseError> {
         if w.update_id < 0 {
-            return Err(ParseError::Invalid(format!(
+            return Err(ParseError::InvalidValue(format!(
                 "negative update id {}",
                 w.update_id
             )));
@@ -99,7 +99,7 @@ impl BookTicker {
             event_time: tick_time("event_time", w.event_time.unwrap_or(received_ms))?,
         };
         if t.best_bid_price >= t.best_ask_price {
-            return Err(ParseError::Invalid(format!(
+            return Err(ParseError::InvalidValue(format!(
                 "best_bid_price {} >= best_ask_price {} (crossed book)",
                 t.best_bid_price, t.best_ask_price
             )));

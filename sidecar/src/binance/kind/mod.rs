@@ -250,7 +250,8 @@ pub fn exact_decimal(
     text: &str,
     bounds: DecimalBounds,
 ) -> Result<Decimal, ParseError> {
-    let bad = |reason: &str| ParseError::Invalid(format!("{field} {:?}: {reason}", short(text)));
+    let bad =
+        |reason: &str| ParseError::InvalidValue(format!("{field} {:?}: {reason}", short(text)));
     let (int, frac) = match text.split_once('.') {
         Some((i, f)) => (i, Some(f)),
         None => (text, None),
