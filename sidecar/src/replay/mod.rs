@@ -34,7 +34,8 @@
 //! path, which carries public data; spot: without `e`, `E`, `T`), optionally moved in time
 //! (`--book-tickers-from`). USD-M klines and aggTrades are only on `/market`.
 //!
-//! Test hooks (both markets): `GET /_replay/status`, `POST /_replay/drop-connection[?id=N]`.
+//! Test hooks (both markets): `GET /_replay/status`, `POST /_replay/drop-connection[?id=N]`
+//! (`?channel=aggTrade`: the oldest connection of that channel).
 
 mod catalog;
 mod rest;
@@ -632,6 +633,8 @@ struct WallLimiter {
 #[derive(Debug)]
 struct OpenConnection {
     streams: usize,
+    /// The channel of its first stream (`kline_1m`, `aggTrade`, `bookTicker`).
+    channel: String,
     opened_replay_ms: i64,
     drop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -734,7 +737,7 @@ impl ReplayState {
         let list: Vec<serde_json::Value> = open
             .iter()
             .map(|(id, c)| {
-                serde_json::json!({"id": id, "streams": c.streams,
+                serde_json::json!({"id": id, "streams": c.streams, "channel": c.channel,
                                    "opened_replay_ms": c.opened_replay_ms})
             })
             .collect();
@@ -764,6 +767,7 @@ impl ReplayState {
         &self,
         id: u64,
         streams: usize,
+        channel: &str,
         opened_replay_ms: i64,
     ) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -771,6 +775,7 @@ impl ReplayState {
             id,
             OpenConnection {
                 streams,
+                channel: channel.to_string(),
                 opened_replay_ms,
                 drop: Some(tx),
             },
@@ -784,10 +789,21 @@ impl ReplayState {
 
     /// Drops connection `id` (default the oldest) abruptly; its id, or None when none.
     pub fn drop_connection(&self, id: Option<u64>) -> Option<u64> {
+        self.drop_connection_of(id, None)
+    }
+
+    /// Drops connection `id`, or the oldest one whose streams are of `channel` (`aggTrade`,
+    /// `bookTicker`, `kline_1m`), or the oldest; its id, or None when none matches.
+    pub fn drop_connection_of(&self, id: Option<u64>, channel: Option<&str>) -> Option<u64> {
         let mut open = self.open.lock().expect("open lock");
         let id = match id {
             Some(id) => open.contains_key(&id).then_some(id)?,
-            None => *open.keys().next()?,
+            None => {
+                *open
+                    .iter()
+                    .find(|(_, c)| channel.is_none_or(|ch| c.channel == ch))?
+                    .0
+            }
         };
         let mut c = open.remove(&id)?;
         if let Some(tx) = c.drop.take() {
@@ -1000,7 +1016,7 @@ async fn drop_handler(
                 .into_response()
         }
     };
-    match st.drop_connection(id) {
+    match st.drop_connection_of(id, q.get("channel").map(String::as_str)) {
         Some(id) => {
             info!(connection = id, "dropping stream connection (hook)");
             Json(serde_json::json!({ "dropped": id })).into_response()

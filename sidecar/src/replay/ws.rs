@@ -298,7 +298,11 @@ async fn serve_stream(mut socket: WebSocket, st: Arc<ReplayState>, names: Vec<St
         mode.wrapped,
     );
     let now = st.clock.now_ms();
-    let mut dropped = st.register(id, names.len(), now);
+    let channel = names
+        .first()
+        .and_then(|n| n.split_once('@'))
+        .map_or("", |(_, c)| c);
+    let mut dropped = st.register(id, names.len(), channel, now);
     let _registered = Registered(st.clone(), id);
     let last_minute = symbols
         .iter()
