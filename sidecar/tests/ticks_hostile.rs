@@ -259,7 +259,8 @@ async fn hostile_exchange_is_logged_and_nothing_wrong_is_stored() {
     }));
 
     let c = db.client().await;
-    let wait_for = |what: &'static str, cond: Box<dyn Fn(&BTreeSet<i64>) -> bool + Send>| {
+    type Cond = Box<dyn Fn(&BTreeSet<i64>) -> bool + Send>;
+    let wait_for = |what: &'static str, cond: Cond| {
         let c = &c;
         async move {
             for _ in 0..600 {

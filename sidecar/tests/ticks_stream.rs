@@ -15,7 +15,6 @@
 //! (`PG_CONFIG`) and pg_ta installed there.
 
 mod common;
-#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeMap;

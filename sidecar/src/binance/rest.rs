@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use crate::backoff::Backoff;
-use crate::binance::kind::agg_trade::{self, AggTrade};
+use crate::binance::kind::agg_trade;
 use crate::binance::kind::Symbol;
 use crate::binance::model::{
     parse_rest_klines, ApiError, ExchangeInfo, Kline, ParseError, ServerTime,
@@ -232,7 +232,7 @@ impl RestClient {
         symbol: &Symbol,
         from_id: i64,
         limit: u32,
-    ) -> Result<Vec<Result<AggTrade, (i64, ParseError)>>, RestError> {
+    ) -> Result<Vec<agg_trade::RestRow>, RestError> {
         let m = self.cfg.market;
         let url = format!("{}{}", self.cfg.base_url, m.rest_agg_trades_path());
         let limit = limit.clamp(1, m.agg_trades_max_limit());

@@ -206,12 +206,12 @@ pub fn parse_ws(payload: &str) -> Result<WsAggTrade<'_>, ParseError> {
     Ok(serde_json::from_str(payload)?)
 }
 
+/// One REST row: the trade, or its id and why it was refused.
+pub type RestRow = Result<AggTrade, (i64, ParseError)>;
+
 /// Parses a REST `aggTrades` body into trades of `symbol`; a row that fails validation is
 /// returned as its id and the error (the caller decides: the fill logs it as unfillable).
-pub fn parse_rest(
-    symbol: &Symbol,
-    body: &str,
-) -> Result<Vec<Result<AggTrade, (i64, ParseError)>>, ParseError> {
+pub fn parse_rest(symbol: &Symbol, body: &str) -> Result<Vec<RestRow>, ParseError> {
     let rows: Vec<RestAggTrade<'_>> = serde_json::from_str(body)?;
     Ok(rows
         .iter()
