@@ -64,7 +64,7 @@ async fn db_rows(c: &tokio_postgres::Client, market: &str, symbol: &str) -> Vec<
         "SELECT agg_trade_id::text, price::text, quantity::text, first_trade_id::text, \
                 last_trade_id::text, ((extract(epoch FROM transact_time) * 1000)::bigint)::text, \
                 is_buyer_maker::text, coalesce(is_best_match::text, '') \
-           FROM market.agg_trades WHERE market = $1 AND symbol = $2 ORDER BY agg_trade_id",
+           FROM market.agg_trades t WHERE market = $1 AND symbol = $2 ORDER BY t.agg_trade_id",
         &[&market, &symbol],
     )
     .await
