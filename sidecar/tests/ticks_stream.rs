@@ -471,3 +471,97 @@ async fn database_outage_loses_no_trade() {
         0
     );
 }
+
+/// Rotations (every 2 s, with the overlap) lose no trade and need no REST; and a live candle
+/// is written only after the trades of its minute are committed (a trigger on candles_1m
+/// counts the minute's stored trades in the candle's transaction), although ticks are flushed
+/// only every 5 s or 100,000 rows otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_needs_no_rest_and_candles_see_their_trades() {
+    let Some(db) = TestDb::migrated("ticks_rotation").await else {
+        return;
+    };
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE public.candle_seen (symbol text, open_time timestamptz, trades bigint);
+         CREATE FUNCTION public.candle_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           INSERT INTO public.candle_seen
+           SELECT n.symbol, n.open_time,
+                  (SELECT count(*) FROM market.agg_trades t
+                    WHERE t.market = n.market AND t.symbol = n.symbol
+                      AND t.transact_time >= n.open_time
+                      AND t.transact_time < n.open_time + interval '1 minute')
+             FROM new_rows n;
+           RETURN NULL;
+         END $$;
+         CREATE TRIGGER candle_seen AFTER INSERT ON market.candles_1m
+           REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+           EXECUTE FUNCTION public.candle_seen();",
+    )
+    .await
+    .unwrap();
+    let served = trades("ROTAUSDT", 30, 200, 9_000_000);
+    let data = ReplayData::from_parts(Vec::new(), served.clone(), Vec::new()).unwrap();
+    let mut rcfg = ReplayConfig::for_market(Market::Usdm, vec![], "127.0.0.1:0");
+    rcfg.speed = 60.0;
+    rcfg.start_ms = Some(BASE + 60_000);
+    rcfg.close_delay_ms = 500;
+    rcfg.ping_secs = 1.0;
+    let (_rt, rsd) = Shutdown::new();
+    let srv = replay::start(rcfg, data, rsd).await.unwrap();
+    let mut cfg = stream_cfg(&db.url, srv.addr, &["ROTAUSDT"]);
+    cfg.streams = vec![StreamKind::Kline, StreamKind::AggTrade];
+    cfg.max_connection_age = Duration::from_secs(2);
+    cfg.rotation_overlap = Duration::from_millis(500);
+    cfg.tick_flush = Duration::from_secs(5);
+    cfg.tick_batch_rows = 100_000;
+    cfg.tick_flush_wait = Duration::from_secs(5);
+    let s = start(cfg);
+    wait_until("8 live candles", Duration::from_secs(60), async || {
+        count(&c, "SELECT count(*) FROM public.candle_seen").await >= 8
+    })
+    .await;
+    let summary = stop(s).await;
+    let stored = stored_trades(&c, "ROTAUSDT").await;
+    assert_contiguous_and_exact(&stored, &served);
+    let status = srv.state.status();
+    assert!(
+        status["connections_total"].as_u64().unwrap() >= 6,
+        "rotations happened: {status}"
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM market.data_quality_log WHERE kind LIKE 'trade_gap_%'"
+        )
+        .await,
+        0,
+        "a rotation needs no REST"
+    );
+    assert_eq!(status["agg_trades_requests"].as_u64().unwrap(), 0);
+    // each live candle saw all of its minute's trades in its own transaction (the first
+    // minute of trades is partial: the stream began inside it)
+    let first_minute = (served
+        .iter()
+        .find(|t| stored.contains_key(&t.agg_trade_id))
+        .unwrap()
+        .time_ms()
+        / 60_000)
+        * 60_000;
+    let short = count(
+        &c,
+        &format!(
+            "SELECT count(*) FROM public.candle_seen s WHERE s.open_time > to_timestamp({} / 1000.0) \
+               AND s.trades <> (SELECT count(*) FROM market.agg_trades t WHERE t.symbol = s.symbol \
+                                 AND t.transact_time >= s.open_time \
+                                 AND t.transact_time < s.open_time + interval '1 minute')",
+            first_minute
+        ),
+    )
+    .await;
+    assert_eq!(short, 0, "a candle was written before its trades");
+    assert_eq!(summary.tick_barrier_timeouts, 0, "{summary:?}");
+    drop(c);
+    db.cleanup().await;
+}
