@@ -8,7 +8,8 @@
 //!   are recorded as time ranges, and the candles (klines the replay derives from its trades)
 //!   equal an aggregation of the stored trades.
 //! * `database_outage_loses_no_trade`: a private cluster is stopped for a few seconds under
-//!   2,000 trades/s: the buffer stays within its cap, refuses the rest (`tick_overflow`),
+//!   2,000 trades/s (a 500-row buffer): the buffer stays within its cap, refuses the rest
+//!   (`tick_overflow`),
 //!   and once the database is back every trade is stored once (REST fills by id).
 //!
 //! Needs `TA_FEED_TEST_DATABASE_URL` (skipped otherwise); the outage test also needs initdb
@@ -375,7 +376,7 @@ async fn drop_and_restart_store_every_trade_once() {
     db.cleanup().await;
 }
 
-/// A database outage under 2,000 trades/s with a 2,000-row buffer: no trade is lost.
+/// A database outage under 2,000 trades/s with a 500-row buffer: no trade is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_loses_no_trade() {
     if common::admin_url().is_none() {
@@ -401,7 +402,7 @@ async fn database_outage_loses_no_trade() {
     let srv = replay::start(rcfg, data, rsd).await.unwrap();
     let mut cfg = stream_cfg(&url, srv.addr, &["RUSHUSDT", "RUSH01USDT"]);
     cfg.streams = vec![StreamKind::AggTrade];
-    cfg.tick_buffer_rows = 2000;
+    cfg.tick_buffer_rows = 500;
     cfg.rest.weight_soft_limit = 50_000;
     cfg.rest.trade_weight_share = 1.0;
     let s = start(cfg);
@@ -418,7 +419,7 @@ async fn database_outage_loses_no_trade() {
     .await;
     drop(c);
     cluster.pg_ctl_stop();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     cluster.pg_ctl_start();
     let c = {
         let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -444,7 +445,7 @@ async fn database_outage_loses_no_trade() {
     let summary = stop(s).await;
     let t = summary.agg_trades.unwrap();
     assert!(t.dropped > 0, "the buffer refused ticks: {t:?}");
-    assert!(t.max_buffered <= 2000 + 1000, "bounded: {t:?}");
+    assert!(t.max_buffered <= 500 + 1000, "bounded: {t:?}");
     for sym in ["RUSHUSDT", "RUSH01USDT"] {
         let stored = stored_trades(&c, sym).await;
         assert!(stored.len() > 8000, "{sym}: {}", stored.len());
