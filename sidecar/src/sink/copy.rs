@@ -39,7 +39,7 @@ use crate::market::Market;
 /// Database failures.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("database error during {during}: {source}")]
+    #[error("database error during {during}: {}", pg_message(source))]
     Db {
         during: &'static str,
         #[source]
@@ -49,6 +49,21 @@ pub enum SinkError {
     GaveUp(Duration),
     #[error("database: {0}")]
     Connect(#[from] crate::db::DbError),
+}
+
+/// A tokio-postgres error with the server's SQLSTATE, message and constraint when there is
+/// one (its own Display says only "db error").
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{} {}", db.code().code(), db.message());
+            if let Some(c) = db.constraint() {
+                m.push_str(&format!(" (constraint {c})"));
+            }
+            m
+        }
+        None => e.to_string(),
+    }
 }
 
 impl SinkError {

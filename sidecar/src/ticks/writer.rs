@@ -888,15 +888,40 @@ impl<R: TickRow> TickWriter<R> {
                 Ok(())
             }
             Some(Err(e)) if !e.is_retryable() => {
-                // a constraint refused a row the checks let through: keep the stream going
-                error!(kind = self.kind(), error = %e, rows = self.batch.len(), "tick batch refused by the database; dropped");
-                let n = self.batch.len() as u64;
-                self.summary.rejected += n;
-                self.batch.clear();
-                self.batch_received.clear();
-                self.events.clear();
-                self.first_at = None;
-                self.committed_tx.send_replace(self.taken);
+                // a constraint refused a row the checks let through: write the rows one by one
+                // so only the bad ones are left out (and logged), and keep the stream going
+                error!(kind = self.kind(), error = %e, rows = self.batch.len(), "tick batch refused by the database; writing its rows one by one");
+                let rows = std::mem::take(&mut self.batch);
+                let mut written = 0u64;
+                let mut refused = Vec::new();
+                for row in rows {
+                    let one = std::slice::from_ref(&row);
+                    match self.sink.write_ticks(one, &[], None).await {
+                        Ok(n) => written += n,
+                        Err(e) if !e.is_retryable() => {
+                            if refused.len() < 32 {
+                                refused
+                                    .push(json!({"id": row.id(), "symbol": row.symbol().as_str(),
+                                                    "reason": e.to_string()}));
+                            }
+                            self.summary.rejected += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !refused.is_empty() {
+                    self.events.push(QualityEvent {
+                        symbol: None,
+                        kind: quality_kind::TICK_REJECTED,
+                        from_time: None,
+                        to_time: None,
+                        rows: Some(refused.len() as i64),
+                        detail: json!({"kind": self.kind(), "by": "database", "samples": refused}),
+                    });
+                }
+                let events = std::mem::take(&mut self.events);
+                self.sink.log_quality(&events, None).await?;
+                self.committed(written);
                 Ok(())
             }
             Some(Err(e)) => Err(e),
