@@ -256,6 +256,12 @@ pub struct TickArgs {
           value_parser = finite_in(0.01, 1.0))]
     pub trade_fill_weight_share: f64,
 
+    /// Database connections writing each tick kind (symbols are spread over them; each
+    /// symbol's rows are committed in order).
+    #[arg(long, env = "TICK_WRITERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub tick_writers: u64,
+
     /// At a rotation, keep the old connection this many milliseconds after its replacement
     /// delivered its first message (both deliver; what is seen twice is written once).
     #[arg(long, env = "ROTATION_OVERLAP_MS", default_value_t = 2000,
@@ -275,6 +281,7 @@ impl TickArgs {
         cfg.trade_gap_max_ids = self.trade_gap_max_ids;
         cfg.rest.trade_weight_share = self.trade_fill_weight_share;
         cfg.rotation_overlap = Duration::from_millis(self.rotation_overlap_ms);
+        cfg.tick_writers = self.tick_writers as usize;
     }
 }
 

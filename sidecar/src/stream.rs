@@ -194,6 +194,8 @@ pub struct StreamConfig {
     pub trade_gap_grace: Duration,
     /// Gaps of more aggTrade ids than this are logged, not filled.
     pub trade_gap_max_ids: i64,
+    /// Write connections per tick kind (symbols spread over them).
+    pub tick_writers: usize,
 }
 
 impl StreamConfig {
@@ -251,6 +253,7 @@ impl StreamConfig {
             tick_flush_wait: Duration::from_secs(2),
             trade_gap_grace: Duration::from_secs(1),
             trade_gap_max_ids: 1_000_000,
+            tick_writers: 2,
         }
     }
 
@@ -382,6 +385,7 @@ pub async fn run_stream(
         gap_grace: cfg.trade_gap_grace,
         max_gap_ids: cfg.trade_gap_max_ids.max(1),
         symbols: symbols.clone(),
+        writers: cfg.tick_writers.max(1),
         shutdown_grace: Duration::from_secs(10),
         probe_delay: (cfg.trade_gap_grace * 5).max(Duration::from_secs(2)),
     };
@@ -397,7 +401,7 @@ pub async fn run_stream(
     let mut filler_task = None;
     if let Some(q) = &trade_queue {
         let (fill_tx, fill_rx) = unbounded_channel();
-        let w = TickWriter::new(tick_cfg.clone(), q.clone(), tick_sink(), Some(fill_tx));
+        let w = TickWriter::new(tick_cfg.clone(), q.clone(), tick_sink, Some(fill_tx));
         barriers.push(w.barrier());
         tick_tasks.push((StreamKind::AggTrade, tokio::spawn(w.run(shutdown.clone()))));
         filler_task = Some(tokio::spawn(run_filler(
@@ -408,7 +412,7 @@ pub async fn run_stream(
         )));
     }
     if let Some(q) = &book_queue {
-        let w = TickWriter::new(tick_cfg.clone(), q.clone(), tick_sink(), None);
+        let w = TickWriter::new(tick_cfg.clone(), q.clone(), tick_sink, None);
         barriers.push(w.barrier());
         tick_tasks.push((
             StreamKind::BookTicker,

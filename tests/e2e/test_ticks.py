@@ -189,7 +189,14 @@ def test_ticks_end_to_end(tmp_path):
                 done_book = _count(c, "SELECT count(*) FROM market.book_tickers"
                                       " WHERE event_time >= to_timestamp(%s / 1000.0)",
                                    last_quote_ms - 1000)
-                if not steps and done_usdm and done_spot and done_book:
+                # the candle of the last trade's minute is written too (at these speeds the
+                # candle writer, which waits for each minute's ticks, may lag the trades)
+                done_candles = _count(
+                    c, "SELECT count(*) FROM market.candles_1m WHERE (market, open_time) IN"
+                       " (('usdm', to_timestamp(%s / 1000.0)), ('spot', to_timestamp(%s / 1000.0)))",
+                    cm_trades[-1].transact_time // MINUTE * MINUTE,
+                    spot_trades[-1].transact_time // MINUTE * MINUTE) == 2
+                if not steps and done_usdm and done_spot and done_book and done_candles:
                     break
                 time.sleep(0.5)
             # the last minutes' candles (closed 2 s after the minute) and any fill still going

@@ -68,6 +68,8 @@ pub struct TickWriterConfig {
     pub max_gap_ids: i64,
     /// Symbols streamed at start (their newest stored ids are read in one query).
     pub symbols: Vec<String>,
+    /// Write connections (symbols are spread over them; each symbol's rows stay in order).
+    pub writers: usize,
     /// Give up on the final flush at shutdown after this long.
     pub shutdown_grace: Duration,
     /// After a full buffer, a symbol with refused trades and no live trade since for this
@@ -186,18 +188,104 @@ struct Ripening {
     after_ms: Option<i64>,
 }
 
+/// One write connection of a tick writer and the batch it collects. A symbol always goes to
+/// the same slot, so each symbol's rows are committed in order (a crash loses at most a tail,
+/// which the next live trade reveals), while different symbols are written in parallel.
+struct Slot<R> {
+    /// The connection, None while a batch of this slot is being written.
+    sink: Option<RetryingSink>,
+    rows: Vec<R>,
+    /// Receive instants of the live rows of `rows`.
+    received: Vec<Instant>,
+    events: Vec<QualityEvent>,
+    first_at: Option<Instant>,
+    /// Sequence number of the first row of `rows`, and of the batch being written.
+    first_seq: Option<u64>,
+    flight_seq: Option<u64>,
+}
+
+/// A batch written by a slot's task.
+struct Flight {
+    slot: usize,
+    sink: RetryingSink,
+    result: Result<(u64, u64), SinkError>,
+    received: Vec<Instant>,
+}
+
+/// The slot of a symbol among `n` (FNV-1a of its name).
+fn slot_of(symbol: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in symbol.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
+}
+
+/// Writes one batch and its events in one transaction; a batch the database refuses is
+/// written row by row (the refused rows left out and logged). Returns the connection, and
+/// (rows inserted, rows refused).
+async fn write_slot<R: TickRow>(
+    mut sink: RetryingSink,
+    rows: Vec<R>,
+    mut events: Vec<QualityEvent>,
+    give_up_after: Option<Duration>,
+) -> (RetryingSink, Result<(u64, u64), SinkError>) {
+    let kind = R::KIND.as_str();
+    match sink.write_ticks(&rows, &events, give_up_after).await {
+        Ok(n) => (sink, Ok((n, 0))),
+        Err(e) if !e.is_retryable() => {
+            error!(kind, error = %e, rows = rows.len(), "tick batch refused by the database; writing its rows one by one");
+            let mut written = 0u64;
+            let mut refused = Vec::new();
+            let mut n_refused = 0u64;
+            for row in &rows {
+                match sink
+                    .write_ticks(std::slice::from_ref(row), &[], give_up_after)
+                    .await
+                {
+                    Ok(n) => written += n,
+                    Err(e) if !e.is_retryable() => {
+                        n_refused += 1;
+                        if refused.len() < 32 {
+                            refused.push(json!({"id": row.id(), "symbol": row.symbol().as_str(),
+                                                "reason": e.to_string()}));
+                        }
+                    }
+                    Err(e) => return (sink, Err(e)),
+                }
+            }
+            if !refused.is_empty() {
+                events.push(QualityEvent {
+                    symbol: None,
+                    kind: quality_kind::TICK_REJECTED,
+                    from_time: None,
+                    to_time: None,
+                    rows: Some(n_refused as i64),
+                    detail: json!({"kind": kind, "by": "database", "samples": refused}),
+                });
+            }
+            let logged = sink.log_quality(&events, give_up_after).await;
+            (sink, logged.map(|()| (written, n_refused)))
+        }
+        Err(e) => (sink, Err(e)),
+    }
+}
+
 /// One tick kind's writer.
 pub struct TickWriter<R: TickRow> {
     cfg: TickWriterConfig,
     queue: Arc<TickQueue<R>>,
+    /// For reading (newest stored ids, gaps to resume); the slots write.
     sink: RetryingSink,
     states: HashMap<Symbol, SymState>,
-    batch: Vec<R>,
-    batch_received: Vec<Instant>,
+    slots: Vec<Slot<R>>,
+    flights: tokio::task::JoinSet<Flight>,
+    /// Events not yet given to a slot.
     events: Vec<QualityEvent>,
-    first_at: Option<Instant>,
-    /// Live rows taken from the queue.
+    /// Live rows taken from the queue (each one's sequence number).
     taken: u64,
+    committed_seq: u64,
     committed_tx: watch::Sender<u64>,
     committed_rx: watch::Receiver<u64>,
     request_tx: Arc<watch::Sender<u64>>,
@@ -214,24 +302,37 @@ pub struct TickWriter<R: TickRow> {
 }
 
 impl<R: TickRow> TickWriter<R> {
+    /// A writer of `queue` with `cfg.writers` write connections and one for reading, all made
+    /// by `sink`.
     pub fn new(
         cfg: TickWriterConfig,
         queue: Arc<TickQueue<R>>,
-        sink: RetryingSink,
+        sink: impl Fn() -> RetryingSink,
         filler: Option<UnboundedSender<FillJob>>,
     ) -> Self {
         let (committed_tx, committed_rx) = watch::channel(0u64);
         let (request_tx, request_rx) = watch::channel(0u64);
+        let slots = (0..cfg.writers.max(1))
+            .map(|_| Slot {
+                sink: Some(sink()),
+                rows: Vec::new(),
+                received: Vec::new(),
+                events: Vec::new(),
+                first_at: None,
+                first_seq: None,
+                flight_seq: None,
+            })
+            .collect();
         TickWriter {
             cfg,
             queue,
-            sink,
+            sink: sink(),
             states: HashMap::new(),
-            batch: Vec::new(),
-            batch_received: Vec::new(),
+            slots,
+            flights: tokio::task::JoinSet::new(),
             events: Vec::new(),
-            first_at: None,
             taken: 0,
+            committed_seq: 0,
             committed_tx,
             committed_rx,
             request_tx: Arc::new(request_tx),
@@ -389,17 +490,34 @@ impl<R: TickRow> TickWriter<R> {
             r = self.load() => r?,
             _ = sd.recv() => return Ok(self.finish()),
         }
+        // the reading connection is needed again only for a symbol listed later
+        self.sink.reset_connection();
         let mut items = Vec::new();
         loop {
-            if !self.queue.has_items() {
+            while let Some(f) = self.flights.try_join_next() {
+                self.land(f)?;
+            }
+            let room = self.room();
+            if room == 0 || !self.queue.has_items() {
                 let deadline = self.next_deadline();
                 let mut request = self.request_rx.clone();
-                let barrier_due = *request.borrow_and_update() > *self.committed_rx.borrow();
+                let target = *request.borrow_and_update();
+                let barrier_due = target > self.committed_seq
+                    && self.taken >= target
+                    && self
+                        .slots
+                        .iter()
+                        .any(|s| s.sink.is_some() && s.first_seq.is_some_and(|q| q <= target));
                 if !barrier_due {
                     tokio::select! {
                         biased;
                         _ = shutdown.recv() => break,
-                        _ = self.queue.wait() => {}
+                        f = self.flights.join_next(), if !self.flights.is_empty() => {
+                            if let Some(f) = f {
+                                self.land(f)?;
+                            }
+                        }
+                        _ = self.queue.wait(), if room > 0 => {}
                         _ = request.changed() => {}
                         _ = sleep_until_opt(deadline), if deadline.is_some() => {}
                     }
@@ -408,54 +526,183 @@ impl<R: TickRow> TickWriter<R> {
             if shutdown.is_shutdown() {
                 break;
             }
-            // take what is there (never more than one batch), then check it
-            let room = self.cfg.batch_rows.saturating_sub(self.batch.len()).max(1);
-            items.clear();
-            let live = self.queue.take(room, &mut items);
-            self.taken += live;
-            for item in items.drain(..) {
-                self.process(item).await?;
+            // take what fits (the slots hold at most one batch each), then check it
+            let room = self.room();
+            if room > 0 {
+                items.clear();
+                self.queue.take(room, &mut items);
+                for item in items.drain(..) {
+                    self.process(item).await?;
+                }
             }
             self.ripen();
-            let target = *self.request_rx.borrow();
-            let barrier_ready = target > *self.committed_rx.borrow() && self.taken >= target;
-            let full = self.batch.len() >= self.cfg.batch_rows;
-            let timed = self.first_at.is_some_and(|t| t.elapsed() >= self.cfg.flush);
-            if full || timed || barrier_ready {
-                self.flush(&mut shutdown, None).await?;
-            }
+            self.take_rejected();
+            self.route_events();
+            self.dispatch_due(None);
+            self.update_committed();
         }
         // final flush: what was taken, then what is still buffered (bounded time)
         let deadline = Instant::now() + self.cfg.shutdown_grace;
         loop {
-            let room = self.cfg.batch_rows.saturating_sub(self.batch.len()).max(1);
-            items.clear();
-            let live = self.queue.take(room, &mut items);
-            self.taken += live;
-            for item in items.drain(..) {
-                self.process(item).await?;
+            while let Some(f) = self.flights.try_join_next() {
+                self.land(f)?;
             }
-            if self.batch.is_empty() && self.events.is_empty() {
-                break;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                warn!(kind = self.kind(), rows = self.batch.len(), "shutdown: ticks not written in time (aggTrades come back over REST at the next start)");
-                break;
-            }
-            match self
-                .sink
-                .write_ticks(&self.batch, &self.events, Some(left))
-                .await
-            {
-                Ok(n) => self.committed(n),
-                Err(e) => {
-                    warn!(kind = self.kind(), error = %e, rows = self.batch.len(), "shutdown: final tick batch not written");
-                    break;
+            let room = self.room();
+            if room > 0 {
+                items.clear();
+                self.queue.take(room, &mut items);
+                for item in items.drain(..) {
+                    self.process(item).await?;
                 }
+            }
+            self.take_rejected();
+            self.route_events();
+            let left = deadline.saturating_duration_since(Instant::now());
+            for i in 0..self.slots.len() {
+                self.dispatch(i, Some(left.max(Duration::from_millis(1))));
+            }
+            let pending = self
+                .slots
+                .iter()
+                .any(|s| !s.rows.is_empty() || !s.events.is_empty());
+            if self.flights.is_empty() && !pending && !self.queue.has_items() {
+                break;
+            }
+            if left.is_zero() {
+                let rows: usize = self.slots.iter().map(|s| s.rows.len()).sum();
+                warn!(kind = self.kind(), rows, in_flight = self.flights.len(),
+                      "shutdown: ticks not written in time (aggTrades come back over REST at the next start)");
+                self.flights.abort_all();
+                break;
+            }
+            match tokio::time::timeout(left, self.flights.join_next()).await {
+                Ok(Some(f)) => {
+                    if let Err(e) = self.land(f) {
+                        warn!(kind = self.kind(), error = %e, "shutdown: a final tick batch was not written");
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => {}
             }
         }
         Ok(self.finish())
+    }
+
+    /// Rows the slots may still take from the buffer (each holds at most one batch).
+    fn room(&self) -> usize {
+        let held: usize = self.slots.iter().map(|s| s.rows.len()).sum();
+        (self.slots.len() * self.cfg.batch_rows).saturating_sub(held)
+    }
+
+    /// Gives each event to the slot of its symbol (the slot of the row that caused it, so a
+    /// `trade_gap` is written with the trade that revealed it).
+    fn route_events(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        let n = self.slots.len();
+        for ev in std::mem::take(&mut self.events) {
+            let i = ev.symbol.as_deref().map_or(0, |s| slot_of(s, n));
+            let slot = &mut self.slots[i];
+            slot.first_at.get_or_insert_with(Instant::now);
+            slot.events.push(ev);
+        }
+    }
+
+    /// Starts writing every slot whose batch is full or old enough, or every slot with rows
+    /// when the kline writer waits for them.
+    fn dispatch_due(&mut self, give_up_after: Option<Duration>) {
+        let target = *self.request_rx.borrow();
+        let barrier = target > self.committed_seq && self.taken >= target;
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            let full = s.rows.len() >= self.cfg.batch_rows;
+            let timed = s.first_at.is_some_and(|t| t.elapsed() >= self.cfg.flush);
+            let asked = barrier && s.first_seq.is_some_and(|q| q <= target);
+            if full || timed || asked {
+                self.dispatch(i, give_up_after);
+            }
+        }
+    }
+
+    /// Starts writing slot `i`'s batch on its connection (nothing while it is busy).
+    fn dispatch(&mut self, i: usize, give_up_after: Option<Duration>) {
+        let slot = &mut self.slots[i];
+        if slot.rows.is_empty() && slot.events.is_empty() {
+            slot.first_at = None;
+            return;
+        }
+        let Some(sink) = slot.sink.take() else {
+            return;
+        };
+        let rows = std::mem::take(&mut slot.rows);
+        let events = std::mem::take(&mut slot.events);
+        let received = std::mem::take(&mut slot.received);
+        slot.flight_seq = slot.first_seq.take();
+        slot.first_at = None;
+        self.flights.spawn(async move {
+            let (sink, result) = write_slot(sink, rows, events, give_up_after).await;
+            Flight {
+                slot: i,
+                sink,
+                result,
+                received,
+            }
+        });
+    }
+
+    /// A slot's batch is written (or failed for good).
+    fn land(&mut self, f: Result<Flight, tokio::task::JoinError>) -> Result<(), SinkError> {
+        let f = match f {
+            Ok(f) => f,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Ok(()), // aborted at shutdown
+        };
+        let slot = &mut self.slots[f.slot];
+        slot.sink = Some(f.sink);
+        slot.flight_seq = None;
+        let (written, refused) = f.result?;
+        let now = Instant::now();
+        let mut worst = Duration::ZERO;
+        for r in &f.received {
+            let d = now.saturating_duration_since(*r);
+            worst = worst.max(d);
+            self.latency.record(d.as_millis() as u64);
+        }
+        if !f.received.is_empty() {
+            metrics::histogram!(metric::TICK_COMMIT_LATENCY, "kind" => self.kind())
+                .record(worst.as_secs_f64());
+        }
+        self.summary.written += written;
+        self.summary.rejected += refused;
+        self.summary.batches += 1;
+        metrics::counter!(metric::TICKS_WRITTEN, "kind" => self.kind()).increment(written);
+        metrics::gauge!(metric::TICKS_BUFFERED, "kind" => self.kind())
+            .set(self.queue.rows() as f64);
+        debug!(
+            kind = self.kind(),
+            slot = f.slot,
+            written,
+            "wrote tick batch"
+        );
+        self.update_committed();
+        Ok(())
+    }
+
+    /// Every live row taken up to the first one not yet committed is committed: tell the
+    /// kline writer.
+    fn update_committed(&mut self) {
+        let first_open = self
+            .slots
+            .iter()
+            .filter_map(|s| [s.first_seq, s.flight_seq].into_iter().flatten().min())
+            .min();
+        let c = first_open.map_or(self.taken, |q| q.saturating_sub(1));
+        if c > self.committed_seq {
+            self.committed_seq = c;
+            self.committed_tx.send_replace(c);
+        }
     }
 
     fn finish(&mut self) -> TickSummary {
@@ -470,7 +717,13 @@ impl<R: TickRow> TickWriter<R> {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let flush = self.first_at.map(|t| t + self.cfg.flush);
+        let flush = self
+            .slots
+            .iter()
+            .filter(|s| s.sink.is_some())
+            .filter_map(|s| s.first_at)
+            .min()
+            .map(|t| t + self.cfg.flush);
         let ripe = self.ripening.front().map(|r| r.at);
         let probe = self.probes.front().map(|p| p.0);
         [flush, ripe, probe].into_iter().flatten().min()
@@ -491,18 +744,23 @@ impl<R: TickRow> TickWriter<R> {
                 source,
             } => {
                 self.summary.received += 1;
+                if source == Source::Live {
+                    self.taken += 1;
+                }
                 if self.loaded && !self.states.contains_key(row.symbol()) {
                     let sym = row.symbol().clone();
                     self.load_symbol(&sym).await?;
                 }
                 if self.accept(&row, source) {
-                    if self.batch.is_empty() && self.first_at.is_none() {
-                        self.first_at = Some(Instant::now());
-                    }
+                    let i = slot_of(row.symbol().as_str(), self.slots.len());
+                    let seq = self.taken;
+                    let slot = &mut self.slots[i];
+                    slot.first_at.get_or_insert_with(Instant::now);
+                    slot.first_seq.get_or_insert(seq);
                     if source == Source::Live {
-                        self.batch_received.push(received);
+                        slot.received.push(received);
                     }
-                    self.batch.push(row);
+                    slot.rows.push(row);
                 } else {
                     self.summary.duplicates += 1;
                     metrics::counter!(metric::TICKS_DUPLICATE, "kind" => self.kind()).increment(1);
@@ -569,17 +827,10 @@ impl<R: TickRow> TickWriter<R> {
                         self.probes.push_back((probe_at, sym));
                     }
                 }
-                self.mark_first();
             }
             Item::GapDone(done) => self.gap_done(done),
         }
         Ok(())
-    }
-
-    fn mark_first(&mut self) {
-        if self.first_at.is_none() {
-            self.first_at = Some(Instant::now());
-        }
     }
 
     /// The duplicate check and gap bookkeeping of one row; true when it is to be written.
@@ -791,9 +1042,6 @@ impl<R: TickRow> TickWriter<R> {
                 }
             }
         }
-        if !self.events.is_empty() {
-            self.mark_first();
-        }
     }
 
     /// The filler is done with `[lo, hi]`: ids still missing there are given up.
@@ -852,114 +1100,6 @@ impl<R: TickRow> TickWriter<R> {
                                "trigger": d.trigger, "reason": reason}),
             });
         }
-        self.mark_first();
-    }
-
-    /// Writes the batch and the events in one transaction (retrying through connection
-    /// loss; a shutdown meanwhile abandons it after `shutdown_grace`).
-    async fn flush(
-        &mut self,
-        shutdown: &mut Shutdown,
-        give_up_after: Option<Duration>,
-    ) -> Result<(), SinkError> {
-        self.take_rejected();
-        if self.batch.is_empty() && self.events.is_empty() {
-            self.first_at = None;
-            self.committed_tx.send_replace(self.taken);
-            return Ok(());
-        }
-        let started = Instant::now();
-        let mut sd = shutdown.clone();
-        let grace = self.cfg.shutdown_grace;
-        let res = tokio::select! {
-            r = self.sink.write_ticks(&self.batch, &self.events, give_up_after) => Some(r),
-            _ = async { sd.recv().await; tokio::time::sleep(grace).await } => None,
-        };
-        match res {
-            Some(Ok(n)) => {
-                debug!(
-                    kind = self.kind(),
-                    rows = self.batch.len(),
-                    new = n,
-                    ms = started.elapsed().as_millis() as u64,
-                    "wrote tick batch"
-                );
-                self.committed(n);
-                Ok(())
-            }
-            Some(Err(e)) if !e.is_retryable() => {
-                // a constraint refused a row the checks let through: write the rows one by one
-                // so only the bad ones are left out (and logged), and keep the stream going
-                error!(kind = self.kind(), error = %e, rows = self.batch.len(), "tick batch refused by the database; writing its rows one by one");
-                let rows = std::mem::take(&mut self.batch);
-                let mut written = 0u64;
-                let mut refused = Vec::new();
-                for row in rows {
-                    let one = std::slice::from_ref(&row);
-                    match self.sink.write_ticks(one, &[], None).await {
-                        Ok(n) => written += n,
-                        Err(e) if !e.is_retryable() => {
-                            if refused.len() < 32 {
-                                refused
-                                    .push(json!({"id": row.id(), "symbol": row.symbol().as_str(),
-                                                    "reason": e.to_string()}));
-                            }
-                            self.summary.rejected += 1;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                if !refused.is_empty() {
-                    self.events.push(QualityEvent {
-                        symbol: None,
-                        kind: quality_kind::TICK_REJECTED,
-                        from_time: None,
-                        to_time: None,
-                        rows: Some(refused.len() as i64),
-                        detail: json!({"kind": self.kind(), "by": "database", "samples": refused}),
-                    });
-                }
-                let events = std::mem::take(&mut self.events);
-                self.sink.log_quality(&events, None).await?;
-                self.committed(written);
-                Ok(())
-            }
-            Some(Err(e)) => Err(e),
-            None => {
-                warn!(
-                    kind = self.kind(),
-                    rows = self.batch.len(),
-                    "shutdown during a tick write; retrying once more before exit"
-                );
-                self.sink.reset_connection();
-                Ok(())
-            }
-        }
-    }
-
-    /// Bookkeeping after a committed batch.
-    fn committed(&mut self, new_rows: u64) {
-        let now = Instant::now();
-        let mut worst = Duration::ZERO;
-        for r in &self.batch_received {
-            let d = now.saturating_duration_since(*r);
-            worst = worst.max(d);
-            self.latency.record(d.as_millis() as u64);
-        }
-        if !self.batch_received.is_empty() {
-            metrics::histogram!(metric::TICK_COMMIT_LATENCY, "kind" => self.kind())
-                .record(worst.as_secs_f64());
-        }
-        self.summary.written += new_rows;
-        self.summary.batches += 1;
-        metrics::counter!(metric::TICKS_WRITTEN, "kind" => self.kind()).increment(new_rows);
-        metrics::gauge!(metric::TICKS_BUFFERED, "kind" => self.kind())
-            .set(self.queue.rows() as f64);
-        self.batch.clear();
-        self.batch_received.clear();
-        self.events.clear();
-        self.first_at = None;
-        self.committed_tx.send_replace(self.taken);
     }
 
     /// Turns the sessions' rejected samples into `tick_rejected` events (one per symbol).
