@@ -50,6 +50,14 @@ from common import binance_data as bd  # noqa: E402
 from common import pg  # noqa: E402
 
 CM = "futures_cm/aggTrades/BTCUSD_PERP-aggTrades-2026-05-08.csv.gz"
+START_MS = 1_778_198_400_000  # 2026-05-08T00:00:00Z, the replays' start
+_TIMES: list[int] = []
+
+
+def offered_times(a) -> list[int]:
+    if not _TIMES:
+        _TIMES.extend(t.transact_time for t in bd.read_agg_trades(os.path.join(a.data, CM)))
+    return _TIMES
 QUOTES = "futures_um/tardis/BTCUSDT-quotes-2020-02-22.tardis.csv.gz"
 
 
@@ -238,6 +246,7 @@ def run_stream(a, tmp: str, dsn_base: str, db: str, speed: float, clones: int, s
         "--start", "2026-05-08T00:00:00Z", "--weight-limit-1m", "1000000", "--file", link],
         tmp, f"{db}-replay")
     err = os.path.join(tmp, f"{db}-stream.log")
+    t_start = time.monotonic()
     stream = subprocess.Popen(
         [a.ta_feed, "stream", "--market", "usdm", "--symbols", "all", "--streams", "agg_trade",
          "--ws-url", f"ws://{addr}", "--rest-url", f"http://{addr}", "--retention-interval-secs",
@@ -281,8 +290,13 @@ def run_stream(a, tmp: str, dsn_base: str, db: str, speed: float, clones: int, s
         broken = [s for s, n, span in per if n != span]
         s = tick_summary(log)
         rate = (n1 - n0) / dt
+        # what the replay offered in the measured window (its clock starts with the stream)
+        times = offered_times(a)
+        lo = START_MS + (t0 - t_start) * 1000 * speed
+        hi = lo + dt * 1000 * speed
+        offered = sum(1 for t in times if lo <= t < hi) * clones / dt
         print(f"  {len(per)} symbols, {n1} trades stored; {rate:,.0f} trades/s stored over"
-              f" {dt:.0f} s (replay {speed:g}x)")
+              f" {dt:.0f} s (replay {speed:g}x offered {offered:,.0f}/s in that window)")
         print(f"  every trade stored once (ids contiguous per symbol): {not broken}"
               f" ({len(broken)} symbols with holes)")
         print(f"  receive -> commit latency p50 {s.get('latency_p50_ms')} ms, p99"

@@ -207,6 +207,8 @@ struct Slot<R> {
 /// A batch written by a slot's task.
 struct Flight {
     slot: usize,
+    rows: usize,
+    started: Instant,
     sink: RetryingSink,
     result: Result<(u64, u64), SinkError>,
     received: Vec<Instant>,
@@ -641,10 +643,14 @@ impl<R: TickRow> TickWriter<R> {
         let received = std::mem::take(&mut slot.received);
         slot.flight_seq = slot.first_seq.take();
         slot.first_at = None;
+        let started = Instant::now();
+        let n = rows.len();
         self.flights.spawn(async move {
             let (sink, result) = write_slot(sink, rows, events, give_up_after).await;
             Flight {
                 slot: i,
+                rows: n,
+                started,
                 sink,
                 result,
                 received,
@@ -683,7 +689,9 @@ impl<R: TickRow> TickWriter<R> {
         debug!(
             kind = self.kind(),
             slot = f.slot,
+            rows = f.rows,
             written,
+            ms = f.started.elapsed().as_millis() as u64,
             "wrote tick batch"
         );
         self.update_committed();
