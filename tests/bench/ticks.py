@@ -276,6 +276,19 @@ def run_stream(a, tmp: str, dsn_base: str, db: str, speed: float, clones: int, s
         cpu1 = (cpu_feed, cpu_of(replay.pid), postgres_cpu(pm) if pm and not outage else 0.0)
         with psycopg.connect(dsn, autocommit=True) as c:
             n1 = c.execute("SELECT count(*) FROM market.agg_trades").fetchone()[0]
+            # let the REST fills of the last gaps finish (the live stream goes on meanwhile)
+            t_settle = time.monotonic()
+            holes = None
+            while time.monotonic() - t_settle < 300:
+                holes = c.execute(
+                    "SELECT count(*) FROM (SELECT symbol FROM market.agg_trades GROUP BY symbol"
+                    " HAVING count(*) <> max(agg_trade_id) - min(agg_trade_id) + 1) h").fetchone()[0]
+                if holes == 0:
+                    break
+                time.sleep(2)
+            print(f"  settled: {holes} symbols with missing ids"
+                  f" {time.monotonic() - t_settle:.0f} s after the window", flush=True)
+        hwm, _ = proc_stats(stream.pid)
         stream.send_signal(signal.SIGINT)
         stream.wait(timeout=120)
         log = open(err, errors="replace").read()

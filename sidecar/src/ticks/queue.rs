@@ -194,13 +194,16 @@ impl<R> TickQueue<R> {
         true
     }
 
-    /// Pushes REST rows, first waiting while the buffer is full (it may exceed the cap by
-    /// one page).
+    /// Pushes REST rows, first waiting while the buffer is full or at its cap (it may exceed
+    /// the cap by one page).
     pub async fn push_rest(&self, rows: Vec<R>) {
         loop {
             let wait = self.room.notified();
-            if !self.lock().full {
-                break;
+            {
+                let g = self.lock();
+                if !g.full && g.rows < self.cap {
+                    break;
+                }
             }
             wait.await;
         }
@@ -285,6 +288,7 @@ impl<R> TickQueue<R> {
             out.push(item);
         }
         g.rows -= rows;
+        let room = g.rows < self.cap;
         if g.full && g.rows <= self.cap / 2 {
             g.full = false;
             let symbols: Vec<Symbol> = g.dropped_symbols.drain().collect();
@@ -298,6 +302,9 @@ impl<R> TickQueue<R> {
                     until_ms: wall_ms(),
                 });
             }
+            drop(g);
+            self.room.notify_waiters();
+        } else if room && rows > 0 {
             drop(g);
             self.room.notify_waiters();
         }
@@ -369,6 +376,22 @@ mod tests {
         q.take(10, &mut out);
         assert_eq!(rows(&out), vec![1, 2, 10, 11, 12]);
         assert_eq!(q.pushed(), 2, "REST rows have no live sequence number");
+    }
+
+    /// REST pages never take the buffer past its cap by more than a page.
+    #[tokio::test]
+    async fn rest_rows_respect_the_cap() {
+        let q = std::sync::Arc::new(TickQueue::<u32>::new(4));
+        q.push_rest(vec![1, 2, 3]).await;
+        q.push_rest(vec![4, 5, 6]).await; // 3 < 4: allowed, now 6 rows
+        let q2 = q.clone();
+        let third = tokio::spawn(async move { q2.push_rest(vec![7]).await });
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished(), "at the cap: waits");
+        let mut out = Vec::new();
+        q.take(3, &mut out);
+        third.await.unwrap();
+        assert_eq!(q.max_rows(), 6);
     }
 
     #[test]
