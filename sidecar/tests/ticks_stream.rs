@@ -376,9 +376,14 @@ async fn drop_and_restart_store_every_trade_once() {
     db.cleanup().await;
 }
 
-/// A database outage under 2,000 trades/s with a 500-row buffer: no trade is lost.
+/// A database outage under 2,000 trades/s with a 500-row buffer and 500-row batches: the
+/// buffer overflows, the refused trades come back over REST, no trade is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_loses_no_trade() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     if common::admin_url().is_none() {
         return;
     }
@@ -403,6 +408,9 @@ async fn database_outage_loses_no_trade() {
     let mut cfg = stream_cfg(&url, srv.addr, &["RUSHUSDT", "RUSH01USDT"]);
     cfg.streams = vec![StreamKind::AggTrade];
     cfg.tick_buffer_rows = 500;
+    // the writer holds up to two batches per connection besides the buffer: keep them small
+    // so that the 5 s outage (10,000 trades) overflows whatever the timing
+    cfg.tick_batch_rows = 500;
     cfg.rest.weight_soft_limit = 50_000;
     cfg.rest.trade_weight_share = 1.0;
     let s = start(cfg);
