@@ -21,7 +21,7 @@
 //!   (counted, reconnected) instead of being buffered.
 //!
 //! What a message means is the kind's [`Handler`]'s business: klines go to the stream
-//! writer's channel as [`FeedEvent`]s, ticks into their bounded buffers (`crate::ticks`).
+//! writer's channel as [`FeedEvent`]s, ticks into the bounded buffers a [`Handler`] is given.
 //! The client sends nothing but one pong per server ping and close frames, far below
 //! Binance's 10 incoming messages per second per connection.
 //!

@@ -29,11 +29,11 @@ use tracing::{debug, info, warn};
 use super::core::{copy_rows, ensure_staging, insert_new, CopyRow, CopyTable};
 use crate::backoff::Backoff;
 use crate::binance::model::Kline;
-use crate::config::redact_database_url;
 use crate::constants::{
     metric, quality_kind, CANDLES_TABLE, CANDLE_VALUE_COLUMNS, DATA_QUALITY_TABLE,
     EVALUATE_ALERTS_SETTING, STAGING_TABLE,
 };
+use crate::db::redact_database_url;
 use crate::market::Market;
 
 /// Database failures.
