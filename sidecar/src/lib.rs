@@ -5,8 +5,8 @@
 //!
 //! Layers, lowest first (a module imports only from lower ones): `constants`, `market`,
 //! `backoff`, `shutdown` → `binance::{model, kind}` → `binance::{rest, ws}`, `db` → `sink` →
-//! `backfill`, `ticks` → `stream`, `import`, `replay`, `health`, `listen`, `notify`,
-//! `migrate` → `config` → `lib::run`.
+//! `backfill`, `ticks` → `stream`, `import`, `import_ticks`, `replay`, `health`, `listen`,
+//! `notify`, `migrate` → `config` → `lib::run`.
 //!
 //! `main.rs` only parses the command line, sets up logging and calls [`run`].
 
