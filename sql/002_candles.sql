@@ -114,15 +114,7 @@ BEGIN
 END
 $$;
 
-DO $$
-BEGIN
-  IF market.timescaledb_enabled() THEN
-    EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => %L::interval, '
-                   'if_not_exists => true, migrate_data => true)',
-                   market._timescaledb_schema(), 'market.candles_1m', 'open_time', '1 day');
-  END IF;
-END
-$$;
+DO $$ BEGIN PERFORM market._create_hypertable('market.candles_1m', 'open_time', '1 day'); END $$;
 
 -- What the feed saw that was not a clean, contiguous candle stream: gaps it found and
 -- filled (or could not fill), klines it rejected, truncated klines at exchange halts,

@@ -249,15 +249,7 @@ COMMENT ON TABLE market.alert_history IS
   '(version 2). Rows older than market.settings.alert_history_retention (candle time) are deleted '
   'at each evaluation and by market.apply_retention().';
 
-DO $$
-BEGIN
-  IF market.timescaledb_enabled() THEN
-    EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => %L::interval, '
-                   'if_not_exists => true, migrate_data => true)',
-                   market._timescaledb_schema(), 'market.alert_history', 'open_time', '1 day');
-  END IF;
-END
-$$;
+DO $$ BEGIN PERFORM market._create_hypertable('market.alert_history', 'open_time', '1 day'); END $$;
 
 COMMENT ON FUNCTION market._alert_rules_compile() IS
   'Internal: BEFORE INSERT/UPDATE trigger of market.alert_rules; keeps presets owner-only (their '

@@ -112,19 +112,20 @@ BEGIN
   IF v_ts IS NULL THEN
     RETURN;
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM timescaledb_information.compression_settings
-                  WHERE hypertable_schema = 'market' AND hypertable_name = 'candles_1m') THEN
-    ALTER TABLE market.candles_1m SET (timescaledb.compress,
-                                       timescaledb.compress_segmentby = 'market, symbol',
-                                       timescaledb.compress_orderby = 'open_time');
+  -- the columnstore spelling TimescaleDB 2.29 documents (2.28 accepts it too)
+  IF NOT EXISTS (SELECT 1 FROM timescaledb_information.hypertable_columnstore_settings
+                  WHERE hypertable = 'market.candles_1m'::regclass AND segmentby IS NOT NULL) THEN
+    ALTER TABLE market.candles_1m SET (timescaledb.enable_columnstore = true,
+                                       timescaledb.segmentby = 'market, symbol',
+                                       timescaledb.orderby = 'open_time');
   END IF;
   IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs
                   WHERE proc_name = 'policy_compression' AND hypertable_schema = 'market'
                     AND hypertable_name = 'candles_1m'
                     AND config->>'compress_after' = v_after::text) THEN
-    EXECUTE format('SELECT %I.remove_compression_policy(%L::regclass, if_exists => true)',
+    EXECUTE format('CALL %I.remove_columnstore_policy(%L::regclass, if_exists => true)',
                    v_ts, 'market.candles_1m');
-    EXECUTE format('SELECT %I.add_compression_policy(%L::regclass, compress_after => %L::interval)',
+    EXECUTE format('CALL %I.add_columnstore_policy(%L::regclass, after => %L::interval)',
                    v_ts, 'market.candles_1m', v_after);
   END IF;
   IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs

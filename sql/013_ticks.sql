@@ -116,11 +116,7 @@ BEGIN
       EXECUTE format('ALTER TABLE market.%I ADD CONSTRAINT %I PRIMARY KEY (%s)', t.tab,
                      t.tab || '_pkey', array_to_string(v_want, ', '));
     END IF;
-    IF market.timescaledb_enabled() THEN
-      EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => %L::interval, '
-                     'if_not_exists => true, migrate_data => true)',
-                     market._timescaledb_schema(), 'market.' || t.tab, t.tcol, '1 hour');
-    END IF;
+    PERFORM market._create_hypertable(format('market.%I', t.tab)::regclass, t.tcol, '1 hour');
   END LOOP;
 END
 $$;

@@ -28,8 +28,10 @@ SELECT candles_cutoff IS NULL AS keeps_candles, candles_deleted
   FROM market.apply_retention();
 SELECT count(*) FROM market.candles_1m WHERE symbol = 'RETNUSDT';
 
--- at least 3 days, so the live windows stay complete
+-- at least 3 days, so the live windows stay complete (terse: the settings row grows columns)
+\set VERBOSITY terse
 UPDATE market.settings SET candles_retention = '1 day';
+\set VERBOSITY default
 UPDATE market.settings SET candles_retention = '3 days';
 -- newest candle 2024-03-06 23:00: whole days before 2024-03-03 00:00 go (2024-03-01, -02)
 SELECT candles_cutoff, candles_deleted FROM market.apply_retention();

@@ -198,6 +198,24 @@ pub struct StreamArgs {
     #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub retention_interval_secs: u64,
+
+    /// With TimescaleDB: check the jobs pg_ta relies on (compression, continuous-aggregate
+    /// refresh, retention) this often, seconds, by status and by outcome
+    /// (market.timescaledb_job_health()); 0 = never.
+    #[arg(long, env = "TIMESCALEDB_CHECK_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub timescaledb_check_secs: u64,
+
+    /// Work of a TimescaleDB job due for longer than this is overdue, seconds (default: two
+    /// schedule intervals of the job, at least 10 minutes).
+    #[arg(long, env = "TIMESCALEDB_OVERDUE_MARGIN_SECS",
+          value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub timescaledb_overdue_margin_secs: Option<u64>,
+
+    /// Report overdue TimescaleDB jobs but never run them (by default ta-feed runs an overdue
+    /// job itself with CALL run_job(id)).
+    #[arg(long, env = "NO_TIMESCALEDB_REPAIR")]
+    pub no_timescaledb_repair: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -51,6 +51,15 @@ pub mod quality_kind {
     pub const DELISTED: &str = "delisted";
     /// A connection was up but delivered no kline for `--silent-timeout-secs`.
     pub const SILENT_CONNECTION: &str = "silent_connection";
+    /// A TimescaleDB job pg_ta relies on started failing (detail: job, relation, last error,
+    /// whether its work is overdue) / succeeds again.
+    pub const TIMESCALEDB_JOB_FAILING: &str = "timescaledb_job_failing";
+    pub const TIMESCALEDB_JOB_OK: &str = "timescaledb_job_ok";
+    /// A job's work became overdue (detail.overdue_work) / is done again.
+    pub const TIMESCALEDB_WORK_OVERDUE: &str = "timescaledb_work_overdue";
+    pub const TIMESCALEDB_WORK_DONE: &str = "timescaledb_work_done";
+    /// ta-feed ran an overdue job itself (`CALL run_job`; detail.ok, detail.error).
+    pub const TIMESCALEDB_JOB_RUN: &str = "timescaledb_job_run";
 }
 
 // ---- Binance wire constants ----------------------------------------------------------
@@ -131,6 +140,12 @@ pub mod metric {
     pub const SYMBOLS: &str = "ta_feed_symbols";
     /// Recovered minutes evaluated for alerts after a gap (`--alert-catchup-minutes`).
     pub const CATCHUP_MINUTES: &str = "ta_feed_alert_catchup_minutes_total";
+    /// 1 while a TimescaleDB job pg_ta relies on is failing / its work is overdue (labels
+    /// job_id, relation).
+    pub const TIMESCALEDB_JOB_FAILING: &str = "ta_feed_timescaledb_job_failing";
+    pub const TIMESCALEDB_JOB_OVERDUE: &str = "ta_feed_timescaledb_job_overdue";
+    /// Overdue jobs ta-feed ran itself (labels job_id, result).
+    pub const TIMESCALEDB_JOB_RUNS: &str = "ta_feed_timescaledb_job_runs_total";
 }
 
 // ---- Alert delivery, listen, health (sql/011_alert_delivery.sql, notify, health) -----

@@ -652,6 +652,19 @@ fn describe_rustls(e: &rustls::Error, tls: &TlsOptions) -> String {
     }
 }
 
+/// A double-quoted SQL identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The server's message of a database error (`ERROR:  ...` without the SQLSTATE prefix), or the
+/// client error's text.
+pub fn error_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub mod replay;
 pub mod shutdown;
 pub mod sink;
 pub mod stream;
+pub mod timescaledb;
 
 use std::future::Future;
 use std::time::Duration;
@@ -110,6 +111,11 @@ pub async fn run(
             cfg.silent_timeout = Duration::from_secs(args.silent_timeout_secs);
             cfg.alert_catchup_minutes = args.alert_catchup_minutes;
             cfg.universe_refresh = Duration::from_secs(args.universe_refresh_secs);
+            cfg.timescaledb_check = Duration::from_secs(args.timescaledb_check_secs);
+            cfg.timescaledb_margin = args
+                .timescaledb_overdue_margin_secs
+                .map(Duration::from_secs);
+            cfg.timescaledb_repair = !args.no_timescaledb_repair;
             let summary = stream::run_stream(cfg, shutdown).await.context("stream")?;
             info!(?summary, "stream finished");
         }

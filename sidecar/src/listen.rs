@@ -269,10 +269,7 @@ pub async fn run_listen(
     }
 }
 
-/// A double-quoted SQL identifier.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+pub use crate::db::quote_ident;
 
 #[cfg(test)]
 mod tests {

@@ -157,6 +157,12 @@ pub struct StreamConfig {
     pub alert_catchup_minutes: u64,
     /// Re-read exchangeInfo this often with `--symbols all` (zero: never).
     pub universe_refresh: Duration,
+    /// Check the TimescaleDB jobs this often (zero: never); see [`crate::timescaledb`].
+    pub timescaledb_check: Duration,
+    /// Overdue margin of TimescaleDB work (None: the SQL default).
+    pub timescaledb_margin: Option<Duration>,
+    /// Run overdue TimescaleDB jobs.
+    pub timescaledb_repair: bool,
 }
 
 impl StreamConfig {
@@ -206,6 +212,9 @@ impl StreamConfig {
             silent_timeout: Duration::from_secs(120),
             alert_catchup_minutes: 5,
             universe_refresh: Duration::from_secs(3600),
+            timescaledb_check: Duration::from_secs(60),
+            timescaledb_margin: None,
+            timescaledb_repair: true,
         }
     }
 }
@@ -291,6 +300,17 @@ pub async fn run_stream(
             cfg.retention_interval,
         ))
     });
+    let job_watch = (!cfg.timescaledb_check.is_zero()).then(|| {
+        tokio::spawn(crate::timescaledb::watch_jobs(
+            crate::timescaledb::WatchConfig {
+                database_url: cfg.database_url.clone(),
+                interval: cfg.timescaledb_check,
+                margin: cfg.timescaledb_margin,
+                repair: cfg.timescaledb_repair,
+            },
+            cfg.health.clone(),
+        ))
+    });
     let mut writer = Writer::new(&cfg, symbols, rest, sink);
     writer.connections_total = expected;
     writer.set_connections(connected);
@@ -309,7 +329,7 @@ pub async fn run_stream(
     }
     .await;
     trigger.trigger();
-    if let Some(task) = retention {
+    for task in [retention, job_watch].into_iter().flatten() {
         task.abort();
     }
     while shards.tasks.join_next().await.is_some() {}

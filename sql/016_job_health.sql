@@ -1,0 +1,162 @@
+-- 016: TimescaleDB jobs pg_ta relies on, judged by their outcome and not only their status.
+--
+-- A TimescaleDB job can fail after its work is committed (TimescaleDB 2.28.3 on PostgreSQL
+-- 15.20: every background run ends with "cannot drop portal" after compressing its chunks), and
+-- a job can succeed while its work piles up (unscheduled, or a policy that does nothing).  So
+-- each job is reported twice: `failing` (its last run's status and error) and `work_overdue`
+-- (the work it exists for is not done: chunks past compress_after still uncompressed, a
+-- continuous aggregate's materialization behind its refresh window, rows past retention).
+-- `ta-feed stream` polls market.timescaledb_job_health() (docs/operations.md) and runs overdue
+-- jobs itself.  On plain PostgreSQL the function returns no rows.
+
+CREATE OR REPLACE FUNCTION market.timescaledb_job_health(p_margin interval DEFAULT NULL)
+RETURNS TABLE (job_id integer, job text, relation text, scheduled boolean,
+               schedule_interval interval, last_run_status text,
+               last_run_started_at timestamptz, last_successful_finish timestamptz,
+               total_runs bigint, total_failures bigint, failing boolean, last_error text,
+               work_overdue boolean, overdue_work text, overdue_since timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+  j record;
+  v_margin interval;
+  v_n bigint;
+  v_t timestamptz;
+  v_watermark timestamptz;
+  v_width interval;
+  v_latest timestamptz;
+  v_due timestamptz;
+  v_sql text;
+  s market.settings;
+BEGIN
+  IF NOT market.timescaledb_enabled() THEN
+    RETURN;
+  END IF;
+  SELECT * INTO s FROM market.settings;
+  FOR j IN
+    SELECT jb.job_id, jb.proc_name, jb.hypertable_schema, jb.hypertable_name, jb.scheduled,
+           jb.schedule_interval, jb.config, st.last_run_status, st.last_run_started_at,
+           st.last_successful_finish, st.total_runs, st.total_failures
+      FROM timescaledb_information.jobs jb
+      LEFT JOIN timescaledb_information.job_stats st ON st.job_id = jb.job_id
+     WHERE (jb.hypertable_schema = 'market'
+            AND jb.proc_name IN ('policy_compression', 'policy_refresh_continuous_aggregate'))
+        OR (jb.proc_schema = 'market' AND jb.proc_name = '_retention_job')
+     ORDER BY jb.job_id
+  LOOP
+    job_id := j.job_id;
+    job := CASE j.proc_name WHEN 'policy_compression' THEN 'compression'
+                            WHEN 'policy_refresh_continuous_aggregate' THEN 'refresh'
+                            ELSE 'retention' END;
+    relation := CASE WHEN j.hypertable_name IS NOT NULL
+                     THEN format('%I.%I', j.hypertable_schema, j.hypertable_name)
+                     ELSE 'market.apply_retention()' END;
+    scheduled := j.scheduled;
+    schedule_interval := j.schedule_interval;
+    last_run_status := j.last_run_status;
+    last_run_started_at := j.last_run_started_at;
+    last_successful_finish := j.last_successful_finish;
+    total_runs := j.total_runs;
+    total_failures := j.total_failures;
+    failing := j.last_run_status = 'Failed';
+    last_error := NULL;
+    IF failing THEN
+      SELECT left(regexp_replace(e.err_message, '[[:cntrl:]]+', ' ', 'g'), 300) INTO last_error
+        FROM timescaledb_information.job_errors e
+       WHERE e.job_id = j.job_id ORDER BY e.finish_time DESC NULLS LAST LIMIT 1;
+    END IF;
+    -- work is overdue once it has been due for longer than the margin: two runs of its job
+    -- (at least 10 minutes) unless the caller says otherwise
+    v_margin := coalesce(p_margin, greatest(2 * j.schedule_interval, interval '10 minutes'));
+    work_overdue := false;
+    overdue_work := NULL;
+    overdue_since := NULL;
+    IF j.proc_name = 'policy_compression' THEN
+      -- chunks whose whole range is older than compress_after (wall clock, as the policy)
+      SELECT count(*), min(c.range_end) INTO v_n, v_t
+        FROM timescaledb_information.chunks c
+       WHERE c.hypertable_schema = j.hypertable_schema AND c.hypertable_name = j.hypertable_name
+         AND NOT c.is_compressed
+         AND c.range_end <= now() - (j.config->>'compress_after')::interval;
+      IF v_n > 0 THEN
+        v_due := v_t + (j.config->>'compress_after')::interval;
+        IF now() - v_due > v_margin THEN
+          work_overdue := true;
+          overdue_since := v_due;
+          overdue_work := format('%s chunk(s) older than %s not compressed (the oldest due since %s)',
+                                 v_n, j.config->>'compress_after', v_due);
+        END IF;
+      END IF;
+    ELSIF j.proc_name = 'policy_refresh_continuous_aggregate' THEN
+      -- buckets that are complete and older than end_offset but above the materialization
+      -- watermark: real-time aggregation still answers them, the refresh is behind
+      SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(h.id))
+        INTO v_watermark
+        FROM timescaledb_information.continuous_aggregates ca
+        JOIN _timescaledb_catalog.hypertable h
+          ON h.schema_name = ca.materialization_hypertable_schema
+         AND h.table_name = ca.materialization_hypertable_name
+       WHERE ca.view_schema = j.hypertable_schema AND ca.view_name = j.hypertable_name;
+      -- the newest row of the raw hypertable (by its time dimension)
+      SELECT format('SELECT max(%I) FROM %I.%I', d.column_name, ca.hypertable_schema,
+                    ca.hypertable_name)
+        INTO v_sql
+        FROM timescaledb_information.continuous_aggregates ca
+        JOIN timescaledb_information.dimensions d
+          ON d.hypertable_schema = ca.hypertable_schema AND d.hypertable_name = ca.hypertable_name
+         AND d.dimension_number = 1
+       WHERE ca.view_schema = j.hypertable_schema AND ca.view_name = j.hypertable_name;
+      EXECUTE v_sql INTO v_latest;
+      v_width := (j.config->>'end_offset')::interval;
+      -- the newest raw row older than now - end_offset, bucketed: what the policy would have
+      -- materialized by now
+      v_due := least(v_latest, now() - v_width);
+      IF v_watermark IS NOT NULL AND v_due IS NOT NULL AND v_due > v_watermark + v_width
+         AND now() - (v_watermark + 2 * v_width) > v_margin THEN
+        work_overdue := true;
+        overdue_since := v_watermark + 2 * v_width;
+        overdue_work := format('materialized up to %s, raw data up to %s', v_watermark, v_latest);
+      END IF;
+    ELSE
+      -- retention: rows older than the cutoffs market.apply_retention() would use
+      SELECT max(h.open_time) INTO v_latest FROM market.screener_state h;
+      v_latest := least(v_latest, now() + interval '1 day');
+      IF v_latest IS NOT NULL THEN
+        IF s.candles_retention IS NOT NULL THEN
+          v_due := date_bin('1 day', v_latest - s.candles_retention,
+                            timestamptz '2000-01-01 00:00:00+00');
+          SELECT min(c.open_time) INTO v_t FROM market.candles_1m c WHERE c.open_time < v_due - v_margin;
+          IF v_t IS NOT NULL THEN
+            work_overdue := true;
+            overdue_since := v_due;
+            overdue_work := format('candles older than the retention cutoff %s are kept (oldest %s)',
+                                   v_due, v_t);
+          END IF;
+        END IF;
+        v_due := v_latest - s.alert_history_retention;
+        SELECT min(a.open_time) INTO v_t FROM market.alert_history a WHERE a.open_time < v_due - v_margin;
+        IF v_t IS NOT NULL THEN
+          work_overdue := true;
+          overdue_since := coalesce(least(overdue_since, v_due), v_due);
+          overdue_work := concat_ws('; ', overdue_work,
+                                    format('alerts older than the retention cutoff %s are kept (oldest %s)',
+                                           v_due, v_t));
+        END IF;
+      END IF;
+    END IF;
+    RETURN NEXT;
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION market.timescaledb_job_health(interval) IS
+  'The TimescaleDB jobs pg_ta relies on (compression of its hypertables, refresh of its '
+  'continuous aggregates, the retention job), one row each, judged by status AND outcome: failing '
+  '= its last run failed (last_error: the newest error from timescaledb_information.job_errors, '
+  'control characters removed, at most 300 characters); work_overdue = the work it exists for has '
+  'been due for longer than p_margin (default: two schedule intervals of the job, at least 10 '
+  'minutes): compression — chunks whose range ended more than compress_after ago are not '
+  'compressed (wall clock, as the policy); refresh — complete buckets older than end_offset lie '
+  'above the materialization watermark; retention — candles or alerts older than the cutoffs of '
+  'market.apply_retention() are kept. overdue_work says what, overdue_since since when. No rows '
+  'without TimescaleDB. ta-feed stream polls it (docs/operations.md). SECURITY DEFINER: it reads '
+  'the jobs of the schema owner.';
