@@ -594,6 +594,57 @@ pub async fn connect_listening(
     Ok((client, rx, handle))
 }
 
+/// A connection string with its password replaced by `***` (URL form, `?password=` query
+/// parameter, and key=value form).
+pub fn redact_database_url(s: &str) -> String {
+    if s.contains("://") {
+        if let Ok(mut u) = url::Url::parse(s) {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query_pairs().any(|(k, _)| k == "password") {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k == "password" {
+                            "***".to_string()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            return u.to_string();
+        }
+        return "<unparsable database url>".to_string();
+    }
+    // key=value form: password=secret or password='sec ret'
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(pos) = rest.find("password") {
+        let (before, after) = rest.split_at(pos);
+        out.push_str(before);
+        let after_key = after["password".len()..].trim_start();
+        if let Some(value) = after_key.strip_prefix('=') {
+            out.push_str("password=***");
+            let value = value.trim_start();
+            let end = if let Some(quoted) = value.strip_prefix('\'') {
+                quoted.find('\'').map(|i| i + 2).unwrap_or(value.len())
+            } else {
+                value.find(char::is_whitespace).unwrap_or(value.len())
+            };
+            rest = &value[end..];
+        } else {
+            out.push_str("password");
+            rest = &after["password".len()..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Turns handshake failures into [`DbError::Tls`] with the reason rustls gave.
 fn classify(e: tokio_postgres::Error, tls: &TlsOptions) -> DbError {
     let mut source = std::error::Error::source(&e);
@@ -655,6 +706,34 @@ fn describe_rustls(e: &rustls::Error, tls: &TlsOptions) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_url_redaction() {
+        let cases = [
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://h/db?user=u&password=secret",
+                "postgres://h/db?user=u&password=***",
+            ),
+            (
+                "host=h user=u password=secret dbname=d",
+                "host=h user=u password=*** dbname=d",
+            ),
+            (
+                "host=h password = 'se cret' dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = redact_database_url(input);
+            assert_eq!(got, want, "{input}");
+            assert!(!got.contains("secret") && !got.contains("cret'"));
+        }
+    }
 
     fn tls_of(s: &str) -> TlsOptions {
         parse(s).unwrap_or_else(|e| panic!("{s}: {e}")).tls

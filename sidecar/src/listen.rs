@@ -22,9 +22,8 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::redact_database_url;
 use crate::constants::notify_metric as metric;
-use crate::db::DbError;
+use crate::db::{redact_database_url, DbError};
 use crate::shutdown::Shutdown;
 
 /// LISTEN failures (database errors are handled by reconnecting).

@@ -52,8 +52,7 @@ use tracing::{debug, error, info, warn};
 use url::Url;
 
 use crate::backoff::Backoff;
-use crate::config::redact_database_url;
-use crate::db::DbError;
+use crate::db::{redact_database_url, DbError};
 use crate::health::{HealthState, NotifyHealth};
 use crate::listen::{quote_ident, report_forged, verify_notification, Verdict};
 use crate::shutdown::Shutdown;
