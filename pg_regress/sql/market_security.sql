@@ -148,6 +148,52 @@ SELECT target FROM market.alert_sinks;
 RESET ROLE;
 DELETE FROM market.alert_sinks;
 
+-- 10. The notifier records outcomes and nothing else (issue 18.8): it may not move a delivery
+-- to another sink or alert
+INSERT INTO market.alert_sinks (name, kind, target)
+VALUES ('hook_a', 'webhook', 'https://example.invalid/a'),
+       ('hook_b', 'webhook', 'https://example.invalid/b');
+INSERT INTO market.alert_deliveries (alert_id, sink_id)
+SELECT 424242, sink_id FROM market.alert_sinks WHERE name = 'hook_a';
+SET ROLE ta_notifier;
+UPDATE market.alert_deliveries SET sink_id = (SELECT sink_id FROM market.alert_sinks WHERE name = 'hook_b');
+UPDATE market.alert_deliveries SET alert_id = 1;
+UPDATE market.alert_deliveries SET created_at = now();
+UPDATE market.alert_deliveries
+   SET attempts = attempts + 1, last_error = 'HTTP 503 Service Unavailable', next_attempt_at = now(),
+       failed_at = NULL, delivered_at = NULL
+ WHERE alert_id = 424242;
+RESET ROLE;
+SELECT d.alert_id, s.name, d.attempts, d.last_error
+  FROM market.alert_deliveries d JOIN market.alert_sinks s USING (sink_id);
+DELETE FROM market.alert_sinks;
+
+-- 11. At most market.settings.max_enabled_sinks enabled sinks (issue 18.3; 23514
+-- alert_sinks_enabled_limit); the bound is the owner's, not the rule admin's
+UPDATE market.settings SET max_enabled_sinks = 2;
+GRANT EXECUTE ON FUNCTION pg_temp.refused(text) TO ta_rule_admin;
+SET ROLE ta_rule_admin;
+SELECT n, pg_temp.refused(q) AS sinks FROM (VALUES
+  (1, $q$INSERT INTO market.alert_sinks (name, kind, target)
+         VALUES ('s1', 'webhook', 'https://example.invalid/1'),
+                ('s2', 'webhook', 'https://example.invalid/2')$q$),
+  (2, $q$INSERT INTO market.alert_sinks (name, kind, target)
+         VALUES ('s3', 'webhook', 'https://example.invalid/3')$q$),
+  (3, $q$INSERT INTO market.alert_sinks (name, kind, target, enabled)
+         VALUES ('s3', 'webhook', 'https://example.invalid/3', false)$q$),
+  (4, $q$UPDATE market.alert_sinks SET enabled = true WHERE name = 's3'$q$),
+  (5, $q$UPDATE market.alert_sinks SET enabled = NOT enabled$q$),
+  (6, $q$UPDATE market.alert_sinks SET enabled = true$q$),
+  (7, $q$UPDATE market.settings SET max_enabled_sinks = 1000$q$),
+  (8, $q$UPDATE market.settings SET alert_history_retention = '48 hours'$q$)
+) AS t(n, q) ORDER BY n;
+RESET ROLE;
+SELECT name, enabled FROM market.alert_sinks ORDER BY name;
+SELECT pg_temp.refused($q$UPDATE market.settings SET max_enabled_sinks = 1001$q$) AS owner_bound;
+DELETE FROM market.alert_sinks;
+UPDATE market.settings SET max_enabled_sinks = DEFAULT;
+SELECT max_enabled_sinks FROM market.settings;
+
 -- cleanup
 DELETE FROM market.candles_1m WHERE symbol = 'SECUSDT';
 DELETE FROM market.alert_history WHERE symbol = 'SECUSDT';
