@@ -23,8 +23,9 @@ DECLARE
   i record;
 BEGIN
   SELECT * INTO s FROM market.settings;
-  -- candle time, but at most a day ahead of the server clock: one candle dated in the future
-  -- (a loader's ms/us mistake, or a hostile writer) must not make every instrument look old.
+  -- candle time, but at most the server clock plus the 2 minutes of skew candles_1m accepts
+  -- (candles_1m_open_time_check): a candle dated in the future (stored before that check
+  -- existed) must not make every instrument look old.
   -- No candles: no candle time, nothing is old (least() would skip the NULL and use the clock)
   SELECT max(h.open_time) INTO v_latest FROM market.screener_state h;
   candles_deleted := 0;
@@ -33,7 +34,7 @@ BEGIN
   IF v_latest IS NULL THEN
     RETURN;
   END IF;
-  v_latest := least(v_latest, now() + interval '1 day');
+  v_latest := least(v_latest, now() + interval '2 minutes');
 
   IF s.candles_retention IS NOT NULL THEN
     candles_cutoff := date_bin('1 day', v_latest - s.candles_retention,
@@ -82,8 +83,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION market.apply_retention() IS
-  'Apply market.settings retention in candle time (newest stored candle = now, but at most a day '
-  'ahead of the server clock, so a future-dated candle cannot age everything else): drop whole UTC '
+  'Apply market.settings retention in candle time (newest stored candle = now, but at most 2 '
+  'minutes ahead of the server clock, so a future-dated candle cannot age everything else): drop whole UTC '
   'days of candles older than candles_retention (TimescaleDB drop_chunks, else DELETE; NULL '
   'retention keeps everything), delete alerts older than alert_history_retention and deliveries '
   'of deleted alerts. Returns the cutoffs and counts. A TimescaleDB job runs it every hour; '
