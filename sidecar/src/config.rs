@@ -214,7 +214,8 @@ pub struct ImportArgs {
     #[arg(long, env = "IMPORT_SYMBOL")]
     pub symbol: Option<String>,
 
-    /// Rows per COPY + upsert transaction.
+    /// Rows per COPY + upsert statement. Each file is one transaction: a bad row anywhere
+    /// in it leaves nothing of that file behind.
     #[arg(long, env = "IMPORT_BATCH_ROWS", default_value_t = 50_000)]
     pub batch_rows: usize,
 
