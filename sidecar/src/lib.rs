@@ -20,6 +20,7 @@ pub mod replay;
 pub mod shutdown;
 pub mod sink;
 pub mod stream;
+pub mod text;
 
 use std::future::Future;
 use std::time::Duration;
@@ -253,6 +254,7 @@ mod tests {
             "market.rs",
             "constants.rs",
             "listen.rs",
+            "text.rs",
         ] {
             let text = std::fs::read_to_string(format!("{src}{file}")).unwrap();
             assert!(
