@@ -379,6 +379,30 @@ pub struct NotifyArgs {
     #[arg(long, env = "NOTIFY_PRUNE_INTERVAL_SECS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub prune_interval_secs: u64,
+
+    /// Database connections shared by all sink workers (the notifier opens one more to
+    /// LISTEN and read the sinks). A send holds one for its duration; more sinks than
+    /// connections take turns.
+    #[arg(long, env = "NOTIFY_DB_POOL_SIZE", default_value_t = crate::notify::DEFAULT_DB_POOL_SIZE as u64,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub db_pool_size: u64,
+
+    /// Let webhooks reach any address: loopback, private (10/8, 172.16/12, 192.168/16),
+    /// link-local (169.254/16, fe80::/10), unique-local (fc00::/7), multicast, unspecified.
+    /// Off: such targets fail permanently ("webhook target refused"). For tests and trusted
+    /// setups; prefer --allow-target-network.
+    #[arg(long, env = "TA_FEED_ALLOW_PRIVATE_TARGETS",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_private_targets: bool,
+
+    /// Networks (CIDR, e.g. 10.20.0.0/16 or fd00:1::/64; repeat or separate with commas)
+    /// that webhooks may reach although they are not public.
+    #[arg(
+        long = "allow-target-network",
+        env = "TA_FEED_ALLOW_TARGET_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub allow_target_networks: Vec<ipnet::IpNet>,
 }
 
 impl NotifyArgs {
@@ -396,6 +420,11 @@ impl NotifyArgs {
         c.unhealthy_retry = Duration::from_millis(self.unhealthy_retry_ms);
         c.send_timeout = Duration::from_millis(self.send_timeout_ms);
         c.prune_interval = Duration::from_secs(self.prune_interval_secs);
+        c.db_pool_size = self.db_pool_size as usize;
+        c.network = crate::notify::NetworkPolicy {
+            allow_private: self.allow_private_targets,
+            allowed_networks: self.allow_target_networks.clone(),
+        };
         c
     }
 }
@@ -553,5 +582,36 @@ mod tests {
         assert!(
             Cli::try_parse_from(["ta-feed", "notify", "--discord-api-url", "not a url"]).is_err()
         );
+        // the network policy: strict by default; private targets and networks on request
+        assert!(!c.network.allow_private && c.network.allowed_networks.is_empty());
+        assert_eq!(c.db_pool_size, crate::notify::DEFAULT_DB_POOL_SIZE);
+        let cli = Cli::try_parse_from([
+            "ta-feed",
+            "notify",
+            "--allow-private-targets",
+            "--allow-target-network",
+            "10.20.0.0/16,fd00:1::/64",
+            "--allow-target-network",
+            "127.0.0.1/32",
+            "--db-pool-size",
+            "2",
+        ])
+        .unwrap();
+        let Command::Notify(n) = cli.command else {
+            panic!()
+        };
+        let c = n.config("postgres://h/db");
+        assert!(c.network.allow_private);
+        assert_eq!(c.network.allowed_networks.len(), 3);
+        assert_eq!(c.db_pool_size, 2);
+        for bad in [
+            ["--allow-target-network", "10.0.0.0/33"],
+            ["--allow-target-network", "localhost"],
+            ["--db-pool-size", "0"],
+            ["--db-pool-size", "65"],
+        ] {
+            let r = Cli::try_parse_from(["ta-feed", "notify", bad[0], bad[1]]);
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
     }
 }

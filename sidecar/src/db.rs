@@ -160,6 +160,9 @@ pub enum DbError {
     /// Anything else while connecting (refused, authentication, timeouts...).
     #[error("connect: {0}")]
     Connect(#[source] tokio_postgres::Error),
+    /// The connection pool could not be built or gave no connection.
+    #[error("connection pool: {0}")]
+    Pool(String),
 }
 
 impl DbError {
@@ -169,6 +172,7 @@ impl DbError {
         match self {
             DbError::Config(_) | DbError::TlsSetup(_) | DbError::Tls { .. } => false,
             DbError::Connect(e) => crate::sink::copy::is_retryable_pg(e),
+            DbError::Pool(_) => true,
         }
     }
 }
@@ -561,6 +565,64 @@ pub async fn connect(database_url: &str) -> Result<(Client, JoinHandle<()>), DbE
         }
     });
     Ok((client, handle))
+}
+
+/// A connection of a [`DbPool`]; it goes back to the pool when dropped (a closed one is
+/// discarded). Derefs to a `tokio_postgres::Client`.
+pub type PooledClient = deadpool_postgres::Object;
+
+/// A bounded pool of connections (deadpool-postgres), each made exactly as [`connect`] makes
+/// one: the same connection string, `sslmode` and certificates ([`client_config`]), the same
+/// TLS error messages. Connections are opened when first needed, at most `max_size` at once,
+/// kept open and reused; a task asking for one while all are in use waits for one.
+#[derive(Clone)]
+pub struct DbPool {
+    pool: deadpool_postgres::Pool,
+    tls: TlsOptions,
+}
+
+impl std::fmt::Debug for DbPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbPool")
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+impl DbPool {
+    /// A pool of at most `max_size` connections to `database_url` (none is opened yet).
+    pub fn new(database_url: &str, max_size: usize) -> Result<DbPool, DbError> {
+        let opts = parse(database_url)?;
+        let tls = MakeRustlsConnect::new(client_config(&opts.tls)?);
+        let manager = deadpool_postgres::Manager::from_config(
+            opts.pg,
+            tls,
+            deadpool_postgres::ManagerConfig::default(),
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(max_size.max(1))
+            .build()
+            .map_err(|e| DbError::Pool(e.to_string()))?;
+        Ok(DbPool {
+            pool,
+            tls: opts.tls,
+        })
+    }
+
+    /// A connection: an idle one, a new one while fewer than `max_size` are open, else the
+    /// first one given back.
+    pub async fn get(&self) -> Result<PooledClient, DbError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => classify(e, &self.tls),
+            other => DbError::Pool(other.to_string()),
+        })
+    }
+
+    /// Connections open now (idle or in use) and the most allowed.
+    pub fn size(&self) -> (usize, usize) {
+        let s = self.pool.status();
+        (s.size, s.max_size)
+    }
 }
 
 /// What the connection task of [`connect_listening`] forwards.

@@ -205,6 +205,9 @@ pub async fn run(
                 channel = %cfg.channel,
                 discord_api = %cfg.endpoints.discord_api,
                 telegram_api = %cfg.endpoints.telegram_api,
+                db_pool_size = cfg.db_pool_size,
+                allow_private_targets = cfg.network.allow_private,
+                allow_target_networks = ?cfg.network.allowed_networks,
                 "notify"
             );
             let health = serve_health(health::Component::Notify, [args.health_addr, None]).await?;
