@@ -27,12 +27,10 @@ DECLARE
   v_latest timestamptz;
   v_due timestamptz;
   v_sql text;
-  s market.settings;
 BEGIN
   IF NOT market.timescaledb_enabled() THEN
     RETURN;
   END IF;
-  SELECT * INTO s FROM market.settings;
   FOR j IN
     SELECT jb.job_id, jb.proc_name, jb.hypertable_schema, jb.hypertable_name, jb.scheduled,
            jb.schedule_interval, jb.config, st.last_run_status, st.last_run_started_at,
@@ -118,29 +116,27 @@ BEGIN
         overdue_work := format('materialized up to %s, raw data up to %s', v_watermark, v_latest);
       END IF;
     ELSE
-      -- retention: rows older than the cutoffs market.apply_retention() would use
-      SELECT max(h.open_time) INTO v_latest FROM market.screener_state h;
-      v_latest := least(v_latest, now() + interval '1 day');
-      IF v_latest IS NOT NULL THEN
-        IF s.candles_retention IS NOT NULL THEN
-          v_due := date_bin('1 day', v_latest - s.candles_retention,
-                            timestamptz '2000-01-01 00:00:00+00');
-          SELECT min(c.open_time) INTO v_t FROM market.candles_1m c WHERE c.open_time < v_due - v_margin;
-          IF v_t IS NOT NULL THEN
-            work_overdue := true;
-            overdue_since := v_due;
-            overdue_work := format('candles older than the retention cutoff %s are kept (oldest %s)',
-                                   v_due, v_t);
-          END IF;
-        END IF;
-        v_due := v_latest - s.alert_history_retention;
-        SELECT min(a.open_time) INTO v_t FROM market.alert_history a WHERE a.open_time < v_due - v_margin;
+      -- retention: rows older than the cutoffs market.apply_retention() uses, by the margin
+      SELECT r.candles_cutoff, r.alerts_cutoff INTO v_due, v_watermark
+        FROM market.retention_cutoffs() r;
+      IF v_due IS NOT NULL THEN
+        SELECT min(c.open_time) INTO v_t FROM market.candles_1m c WHERE c.open_time < v_due - v_margin;
         IF v_t IS NOT NULL THEN
           work_overdue := true;
-          overdue_since := coalesce(least(overdue_since, v_due), v_due);
+          overdue_since := v_due;
+          overdue_work := format('candles older than the retention cutoff %s are kept (oldest %s)',
+                                 v_due, v_t);
+        END IF;
+      END IF;
+      IF v_watermark IS NOT NULL THEN
+        SELECT min(a.open_time) INTO v_t FROM market.alert_history a
+         WHERE a.open_time < v_watermark - v_margin;
+        IF v_t IS NOT NULL THEN
+          work_overdue := true;
+          overdue_since := least(overdue_since, v_watermark);
           overdue_work := concat_ws('; ', overdue_work,
                                     format('alerts older than the retention cutoff %s are kept (oldest %s)',
-                                           v_due, v_t));
+                                           v_watermark, v_t));
         END IF;
       END IF;
     END IF;

@@ -11,6 +11,9 @@ use crate::constants::{ALERT_CHANNEL, DEFAULT_DATABASE_URL, DEFAULT_MAX_CONNECTI
 use crate::market::Market;
 use crate::notify::{DEFAULT_DISCORD_API_URL, DEFAULT_TELEGRAM_API_URL};
 
+/// Re-exported from [`crate::db`], where it lives (a lower layer than the command line).
+pub use crate::db::redact_database_url;
+
 /// ta-feed: Binance 1-minute klines into PostgreSQL for pg_ta.
 #[derive(Debug, Parser)]
 #[command(name = "ta-feed", version, about, long_about = None)]
@@ -229,7 +232,8 @@ pub struct ImportArgs {
     #[arg(long, env = "IMPORT_SYMBOL")]
     pub symbol: Option<String>,
 
-    /// Rows per COPY + upsert transaction.
+    /// Rows per COPY + upsert statement. Each file is one transaction: a bad row anywhere
+    /// in it leaves nothing of that file behind.
     #[arg(long, env = "IMPORT_BATCH_ROWS", default_value_t = 50_000)]
     pub batch_rows: usize,
 
@@ -393,6 +397,30 @@ pub struct NotifyArgs {
     #[arg(long, env = "NOTIFY_PRUNE_INTERVAL_SECS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub prune_interval_secs: u64,
+
+    /// Database connections shared by all sink workers (the notifier opens one more to
+    /// LISTEN and read the sinks). A send holds one for its duration; more sinks than
+    /// connections take turns.
+    #[arg(long, env = "NOTIFY_DB_POOL_SIZE", default_value_t = crate::notify::DEFAULT_DB_POOL_SIZE as u64,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub db_pool_size: u64,
+
+    /// Let webhooks reach any address: loopback, private (10/8, 172.16/12, 192.168/16),
+    /// link-local (169.254/16, fe80::/10), unique-local (fc00::/7), multicast, unspecified.
+    /// Off: such targets fail permanently ("webhook target refused"). For tests and trusted
+    /// setups; prefer --allow-target-network.
+    #[arg(long, env = "TA_FEED_ALLOW_PRIVATE_TARGETS",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_private_targets: bool,
+
+    /// Networks (CIDR, e.g. 10.20.0.0/16 or fd00:1::/64; repeat or separate with commas)
+    /// that webhooks may reach although they are not public.
+    #[arg(
+        long = "allow-target-network",
+        env = "TA_FEED_ALLOW_TARGET_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub allow_target_networks: Vec<ipnet::IpNet>,
 }
 
 impl NotifyArgs {
@@ -410,6 +438,11 @@ impl NotifyArgs {
         c.unhealthy_retry = Duration::from_millis(self.unhealthy_retry_ms);
         c.send_timeout = Duration::from_millis(self.send_timeout_ms);
         c.prune_interval = Duration::from_secs(self.prune_interval_secs);
+        c.db_pool_size = self.db_pool_size as usize;
+        c.network = crate::notify::NetworkPolicy {
+            allow_private: self.allow_private_targets,
+            allowed_networks: self.allow_target_networks.clone(),
+        };
         c
     }
 }
@@ -450,89 +483,10 @@ impl StreamArgs {
     }
 }
 
-/// A connection string with its password replaced by `***` (URL form, `?password=` query
-/// parameter, and key=value form).
-pub fn redact_database_url(s: &str) -> String {
-    if s.contains("://") {
-        if let Ok(mut u) = url::Url::parse(s) {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            if u.query_pairs().any(|(k, _)| k == "password") {
-                let pairs: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if k == "password" {
-                            "***".to_string()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            return u.to_string();
-        }
-        return "<unparsable database url>".to_string();
-    }
-    // key=value form: password=secret or password='sec ret'
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(pos) = rest.find("password") {
-        let (before, after) = rest.split_at(pos);
-        out.push_str(before);
-        let after_key = after["password".len()..].trim_start();
-        if let Some(value) = after_key.strip_prefix('=') {
-            out.push_str("password=***");
-            let value = value.trim_start();
-            let end = if let Some(quoted) = value.strip_prefix('\'') {
-                quoted.find('\'').map(|i| i + 2).unwrap_or(value.len())
-            } else {
-                value.find(char::is_whitespace).unwrap_or(value.len())
-            };
-            rest = &value[end..];
-        } else {
-            out.push_str("password");
-            rest = &after["password".len()..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
-
-    #[test]
-    fn redaction() {
-        let cases = [
-            (
-                "postgres://u:secret@h:5432/db",
-                "postgres://u:***@h:5432/db",
-            ),
-            ("postgres://u@h/db", "postgres://u@h/db"),
-            (
-                "postgres://h/db?user=u&password=secret",
-                "postgres://h/db?user=u&password=***",
-            ),
-            (
-                "host=h user=u password=secret dbname=d",
-                "host=h user=u password=*** dbname=d",
-            ),
-            (
-                "host=h password = 'se cret' dbname=d",
-                "host=h password=*** dbname=d",
-            ),
-        ];
-        for (input, want) in cases {
-            let got = redact_database_url(input);
-            assert_eq!(got, want, "{input}");
-            assert!(!got.contains("secret") && !got.contains("cret'"));
-        }
-    }
 
     #[test]
     fn cli_is_consistent_and_parses() {
@@ -646,5 +600,36 @@ mod tests {
         assert!(
             Cli::try_parse_from(["ta-feed", "notify", "--discord-api-url", "not a url"]).is_err()
         );
+        // the network policy: strict by default; private targets and networks on request
+        assert!(!c.network.allow_private && c.network.allowed_networks.is_empty());
+        assert_eq!(c.db_pool_size, crate::notify::DEFAULT_DB_POOL_SIZE);
+        let cli = Cli::try_parse_from([
+            "ta-feed",
+            "notify",
+            "--allow-private-targets",
+            "--allow-target-network",
+            "10.20.0.0/16,fd00:1::/64",
+            "--allow-target-network",
+            "127.0.0.1/32",
+            "--db-pool-size",
+            "2",
+        ])
+        .unwrap();
+        let Command::Notify(n) = cli.command else {
+            panic!()
+        };
+        let c = n.config("postgres://h/db");
+        assert!(c.network.allow_private);
+        assert_eq!(c.network.allowed_networks.len(), 3);
+        assert_eq!(c.db_pool_size, 2);
+        for bad in [
+            ["--allow-target-network", "10.0.0.0/33"],
+            ["--allow-target-network", "localhost"],
+            ["--db-pool-size", "0"],
+            ["--db-pool-size", "65"],
+        ] {
+            let r = Cli::try_parse_from(["ta-feed", "notify", bad[0], bad[1]]);
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
     }
 }

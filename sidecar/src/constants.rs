@@ -82,6 +82,21 @@ pub const KLINE_CLOSE_OFFSET_MS: i64 = 59_999;
 /// Timestamps at or above this are microseconds (spot dumps from 2025 on), below are ms.
 pub const MICROSECOND_THRESHOLD: i64 = 1_000_000_000_000_000;
 
+// The limits of `market.candles_1m`'s CHECK constraints (sql/002_candles.sql), mirrored by
+// `Kline::validate` so that a kline the table would refuse is rejected alone, before a batch.
+/// Largest open_time accepted: the clock plus this, milliseconds (`candles_1m_open_time_check`:
+/// `open_time <= statement_timestamp() + interval '2 minutes'`). A closed kline is never in
+/// the future; the 2 minutes are the clock skew tolerated between writer and server.
+pub const MAX_CLOCK_SKEW_MS: i64 = 2 * MINUTE_MS;
+/// Prices are below this (`candles_1m_prices_check`: `high < 1e15`).
+pub const PRICE_LIMIT: i64 = 1_000_000_000_000_000;
+/// Volumes are below this (`candles_1m_volumes_check`: `volume < 1e20`, ...).
+pub const VOLUME_LIMIT: i128 = 100_000_000_000_000_000_000;
+/// Most decimals a price or volume may have (`scale(x) <= 20`).
+pub const MAX_DECIMALS: u32 = 20;
+/// Longest symbol (`candles_1m_symbol_check`: `^[A-Z0-9][A-Z0-9_]{0,39}$`).
+pub const MAX_SYMBOL_LEN: usize = 40;
+
 /// REST path of the server time endpoint.
 pub const REST_TIME_PATH: &str = "/api/v3/time";
 /// REST path of the klines endpoint.

@@ -34,6 +34,8 @@ fn test_config(url: &str, discord: &FakeSink, telegram: &FakeSink) -> NotifyConf
     c.unhealthy_after = 3;
     c.unhealthy_retry = Duration::from_millis(300);
     c.send_timeout = Duration::from_secs(5);
+    // the fake sinks listen on 127.0.0.1, which the notifier refuses by default
+    c.network.allow_private = true;
     c
 }
 
@@ -504,6 +506,7 @@ async fn bad_sinks_fail_clearly_while_the_others_go_on() {
             "200",
         ])
         .env("DATABASE_URL", &db.url)
+        .env("TA_FEED_ALLOW_PRIVATE_TARGETS", "1")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -705,6 +708,7 @@ async fn kill_9_mid_delivery_then_restart_loses_nothing() {
                 &telegram.url("/"),
             ])
             .env("DATABASE_URL", &db.url)
+            .env("TA_FEED_ALLOW_PRIVATE_TARGETS", "1")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,4 +1,4 @@
 //! Database write path.
 pub mod copy;
 
-pub use copy::{AlertMode, CandleSink, QualityEvent, RetryingSink, SinkError};
+pub use copy::{AlertMode, CandleSink, CandleTransaction, QualityEvent, RetryingSink, SinkError};
