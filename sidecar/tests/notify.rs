@@ -414,7 +414,7 @@ async fn rate_limits_and_server_errors_are_retried_then_delivered_once() {
     assert!(
         err.as_deref()
             .unwrap()
-            .starts_with("HTTP 500 Internal Server Error: Internal Server Error (attempt 4"),
+            .starts_with("HTTP 500 Internal Server Error (the sink's server failed) (attempt 4"),
         "{err:?}"
     );
     assert_eq!(attempts[&(d, ids[1])].0, 1);
@@ -423,7 +423,7 @@ async fn rate_limits_and_server_errors_are_retried_then_delivered_once() {
         .1
         .as_deref()
         .unwrap()
-        .starts_with("HTTP 429 Too Many Requests: Too Many Requests: retry after 1"));
+        .starts_with("HTTP 429 Too Many Requests (rate limited) (attempt"));
     let st = c
         .query_one("SELECT healthy, consecutive_failures, last_failure_at IS NOT NULL, last_success_at IS NOT NULL \
                     FROM market.alert_sink_status WHERE sink_id = $1", &[&d])

@@ -681,7 +681,11 @@ async fn step(
             metrics::counter!(metric::DELIVERIES, "sink" => sink.name().to_string(), "outcome" => "delivered").increment(1);
             Ok(Step::Done)
         }
-        Err(SendError { class, message }) => {
+        Err(SendError {
+            class,
+            message,
+            remote,
+        }) => {
             let attempt = attempts + 1;
             // every remote or error text is one capped line before it is logged or stored
             let message = crate::text::sanitize(&message, 2 * crate::text::REMOTE_TEXT_MAX_CHARS);
@@ -738,7 +742,7 @@ async fn step(
             tx.commit().await?;
             let fields_sink = sink.name();
             if permanent {
-                error!(sink = %fields_sink, kind = %sink.kind(), alert_id, attempt, error = %message, "notify: delivery failed permanently");
+                error!(sink = %fields_sink, kind = %sink.kind(), alert_id, attempt, error = %message, api_says = remote.as_deref().unwrap_or(""), "notify: delivery failed permanently");
                 ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(metric::DELIVERIES, "sink" => fields_sink.to_string(), "outcome" => "failed").increment(1);
                 Ok(Step::Done)
@@ -747,7 +751,7 @@ async fn step(
                 if !healthy && *failures == cfg.unhealthy_after {
                     error!(sink = %fields_sink, failures = *failures, "notify: sink marked unhealthy; retrying slowly");
                 }
-                warn!(sink = %fields_sink, kind = %sink.kind(), alert_id, attempt, error = %message, retry_in = ?delay, "notify: delivery failed, will retry");
+                warn!(sink = %fields_sink, kind = %sink.kind(), alert_id, attempt, error = %message, api_says = remote.as_deref().unwrap_or(""), retry_in = ?delay, "notify: delivery failed, will retry");
                 ctx.counters.retried.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(metric::DELIVERIES, "sink" => fields_sink.to_string(), "outcome" => "retry").increment(1);
                 Ok(Step::Backoff(delay))

@@ -77,7 +77,26 @@ pub enum ErrorClass {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendError {
     pub class: ErrorClass,
+    /// What is recorded (`alert_deliveries.last_error`, readable by ta_reader) and logged: the
+    /// HTTP status and a reason of ta-feed's own, never text from the remote side.
     pub message: String,
+    /// The chat API's own explanation (Discord `message`, Telegram `description`), sanitized and
+    /// capped: written to ta-feed's log only. Webhook answers are never read into it.
+    pub remote: Option<String>,
+}
+
+/// ta-feed's own words for an HTTP status a sink answered (recorded instead of the answer).
+fn own_reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        300..=399 => " (a redirect: redirects are not followed, save the final URL)",
+        400 => " (the request was refused as malformed: check chat_id and the sink's kind)",
+        401 | 403 => " (not authorized: the webhook URL or bot token is wrong or revoked)",
+        404 => " (not found: the webhook or chat does not exist)",
+        413 => " (the message was too large for the sink)",
+        429 => " (rate limited)",
+        500..=599 => " (the sink's server failed)",
+        _ => "",
+    }
 }
 
 /// Longest server-provided Retry-After honoured.
@@ -290,6 +309,7 @@ impl Sink {
         let target = self.target.as_ref().map_err(|e| SendError {
             class: ErrorClass::Permanent,
             message: self.redact(e),
+            remote: None,
         })?;
         if let Target::Webhook { url, .. } = target {
             // an IP literal is never resolved: the resolver cannot see it
@@ -297,6 +317,7 @@ impl Sink {
                 return Err(SendError {
                     class: ErrorClass::Permanent,
                     message: refused.to_string(),
+                    remote: None,
                 });
             }
         }
@@ -304,6 +325,7 @@ impl Sink {
             serde_json::from_str(payload).map_err(|e| SendError {
                 class: ErrorClass::Permanent,
                 message: format!("alert payload cannot be formatted: {e}"),
+                remote: None,
             })
         };
         let request = match target {
@@ -339,11 +361,13 @@ impl Sink {
                 return SendError {
                     class: ErrorClass::Permanent,
                     message: refused.to_string(),
+                    remote: None,
                 };
             }
             SendError {
                 class: ErrorClass::Retryable { retry_after: None },
                 message: self.redact(&sanitize(&reqwest_error_text(e), 2 * REMOTE_TEXT_MAX_CHARS)),
+                remote: None,
             }
         })?;
         let status = response.status();
@@ -383,25 +407,21 @@ impl Sink {
             {
                 return Err(SendError {
                     class: ErrorClass::Permanent,
-                    message: self.redact(&format!(
-                        "Telegram answered ok=false: {}",
-                        api_text("description")
-                    )),
+                    message: "Telegram answered ok=false (its description is in ta-feed's log)"
+                        .to_string(),
+                    remote: Some(self.redact(&api_text("description"))).filter(|t| !t.is_empty()),
                 });
             }
             return Ok(());
         }
-        let detail = match self.target {
+        // the chat API's explanation goes to the log only; what is recorded is ours
+        let remote = match self.target {
             Ok(Target::Telegram { .. }) => api_text("description"),
             Ok(Target::Discord { .. }) => api_text("message"),
             _ => String::new(),
         };
-        let mut message = format!("HTTP {status}");
-        if !detail.is_empty() {
-            message.push_str(": ");
-            message.push_str(&detail);
-        }
-        let message = self.redact(&message);
+        let remote = Some(self.redact(&remote)).filter(|t| !t.is_empty());
+        let message = format!("HTTP {status}{}", own_reason(status));
         let header_retry = headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
@@ -418,6 +438,7 @@ impl Sink {
                         .unwrap_or(DEFAULT_RETRY_AFTER),
                 },
                 message,
+                remote: remote.clone(),
             });
         }
         if status.is_server_error() {
@@ -426,16 +447,13 @@ impl Sink {
                     retry_after: retry_after(header_retry),
                 },
                 message,
+                remote: remote.clone(),
             });
         }
-        let message = if status.is_redirection() {
-            format!("{message} (redirects are not followed: save the final URL)")
-        } else {
-            message
-        };
         Err(SendError {
             class: ErrorClass::Permanent,
             message,
+            remote,
         })
     }
 }
@@ -604,9 +622,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.class, ErrorClass::Retryable { retry_after: None });
         assert_eq!(
-            e.message, "HTTP 500 Internal Server Error",
+            e.message, "HTTP 500 Internal Server Error (the sink's server failed)",
             "a body that is not the API's JSON is not recorded"
         );
+        assert_eq!(e.remote, None);
         let e = s
             .classify(
                 StatusCode::NOT_FOUND,
@@ -615,7 +634,15 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
-        assert_eq!(e.message, "HTTP 404 Not Found: Unknown Webhook");
+        assert_eq!(
+            e.message,
+            "HTTP 404 Not Found (not found: the webhook or chat does not exist)"
+        );
+        assert_eq!(
+            e.remote.as_deref(),
+            Some("Unknown Webhook"),
+            "logged, not stored"
+        );
         let t = Sink::new(row("telegram", "1:abcdef"), &endpoints());
         let e = t
             .classify(
@@ -638,10 +665,10 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
-        assert_eq!(
-            e.message,
-            "HTTP 400 Bad Request: Bad Request: chat not found"
-        );
+        assert!(e
+            .message
+            .starts_with("HTTP 400 Bad Request (the request was refused"));
+        assert_eq!(e.remote.as_deref(), Some("Bad Request: chat not found"));
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "7".parse().unwrap());
         let w = Sink::new(row("webhook", "http://example.invalid/hook"), &endpoints());
@@ -669,8 +696,8 @@ mod tests {
         assert_eq!(e.class, ErrorClass::Permanent);
     }
 
-    /// Finding 1/6: what a sink answers reaches `last_error` and the log only as the status
-    /// (webhooks) or as the API's message on one short line (Discord, Telegram).
+    /// Finding 1/6: what a sink answers never reaches `last_error`: it records the status and a
+    /// reason of ta-feed's own; a chat API's explanation reaches the log only, as one short line.
     #[test]
     fn remote_text_is_never_stored_whole() {
         let h = HeaderMap::new();
@@ -683,9 +710,18 @@ mod tests {
             let e = w
                 .classify(StatusCode::INTERNAL_SERVER_ERROR, &h, body)
                 .unwrap_err();
-            assert_eq!(e.message, "HTTP 500 Internal Server Error");
+            assert_eq!(
+                e.message,
+                "HTTP 500 Internal Server Error (the sink's server failed)"
+            );
+            assert_eq!(e.remote, None);
             let e = w.classify(StatusCode::BAD_REQUEST, &h, body).unwrap_err();
-            assert_eq!(e.message, "HTTP 400 Bad Request");
+            assert!(
+                e.message.starts_with("HTTP 400 Bad Request ("),
+                "{}",
+                e.message
+            );
+            assert!(!e.message.contains("hunter2") && e.remote.is_none());
         }
         let d = Sink::new(
             row("discord", "https://discord.com/api/webhooks/1/t0ken123"),
@@ -696,16 +732,20 @@ mod tests {
         let e = d
             .classify(StatusCode::BAD_REQUEST, &h, body.as_bytes())
             .unwrap_err();
-        assert!(!e.message.contains('\n'), "{}", e.message);
-        assert!(e
-            .message
-            .starts_with("HTTP 400 Bad Request: first ERROR ta_feed: FORGED LINE x"));
-        assert!(e.message.chars().count() <= 40 + crate::text::REMOTE_TEXT_MAX_CHARS);
+        assert!(!e.message.contains("FORGED"), "{}", e.message);
+        let remote = e.remote.expect("Discord's message is logged");
+        assert!(!remote.contains('\n'), "{remote}");
+        assert!(remote.starts_with("first ERROR ta_feed: FORGED LINE x"));
+        assert!(remote.chars().count() <= crate::text::REMOTE_TEXT_MAX_CHARS + 8);
         let t = Sink::new(row("telegram", "1:abcdef"), &endpoints());
         let body =
             serde_json::json!({"ok": false, "description": "bad\r\n\u{1b}[31mred"}).to_string();
         let e = t.classify(StatusCode::OK, &h, body.as_bytes()).unwrap_err();
-        assert_eq!(e.message, "Telegram answered ok=false: bad [31mred");
+        assert_eq!(
+            e.message,
+            "Telegram answered ok=false (its description is in ta-feed's log)"
+        );
+        assert_eq!(e.remote.as_deref(), Some("bad [31mred"));
     }
 
     /// Finding 7: the whole path and query of a webhook URL are masked, whatever their case
