@@ -3,23 +3,24 @@
 -- A TimescaleDB job can fail after its work is committed (TimescaleDB 2.28.3 on PostgreSQL
 -- 15.20: every background run ends with "cannot drop portal" after compressing its chunks), and
 -- a job can succeed while its work piles up (unscheduled, or a policy that does nothing).  So
--- each job is reported twice: `failing` (its last run's status and error) and `work_overdue`
--- (the work it exists for is not done: chunks past compress_after still uncompressed, a
--- continuous aggregate's materialization behind its refresh window, rows past retention).
--- `ta-feed stream` polls market.timescaledb_job_health() (docs/operations.md) and runs overdue
--- jobs itself.  On plain PostgreSQL the function returns no rows.
+-- each job is reported twice: `failing` (its last run's status and error) and `work_pending`
+-- (the work it exists for is waiting: chunks past compress_after still uncompressed, complete
+-- buckets above a continuous aggregate's materialization watermark, rows past retention).
+-- Pending work is normal for a while (until the job's next run); `ta-feed stream` polls this
+-- function and calls work *overdue* once it has stayed pending for longer than a margin
+-- (docs/operations.md), then runs the job itself.  On plain PostgreSQL: no rows.
 
-CREATE OR REPLACE FUNCTION market.timescaledb_job_health(p_margin interval DEFAULT NULL)
+DROP FUNCTION IF EXISTS market.timescaledb_job_health(interval);
+CREATE OR REPLACE FUNCTION market.timescaledb_job_health()
 RETURNS TABLE (job_id integer, job text, relation text, scheduled boolean,
                schedule_interval interval, last_run_status text,
                last_run_started_at timestamptz, last_successful_finish timestamptz,
                total_runs bigint, total_failures bigint, failing boolean, last_error text,
-               work_overdue boolean, overdue_work text, overdue_since timestamptz)
+               work_pending boolean, pending_work text, due_since timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
   j record;
-  v_margin interval;
   v_n bigint;
   v_t timestamptz;
   v_watermark timestamptz;
@@ -63,12 +64,9 @@ BEGIN
         FROM timescaledb_information.job_errors e
        WHERE e.job_id = j.job_id ORDER BY e.finish_time DESC NULLS LAST LIMIT 1;
     END IF;
-    -- work is overdue once it has been due for longer than the margin: two runs of its job
-    -- (at least 10 minutes) unless the caller says otherwise
-    v_margin := coalesce(p_margin, greatest(2 * j.schedule_interval, interval '10 minutes'));
-    work_overdue := false;
-    overdue_work := NULL;
-    overdue_since := NULL;
+    work_pending := false;
+    pending_work := NULL;
+    due_since := NULL;
     IF j.proc_name = 'policy_compression' THEN
       -- chunks whose whole range is older than compress_after (wall clock, as the policy)
       SELECT count(*), min(c.range_end) INTO v_n, v_t
@@ -77,13 +75,10 @@ BEGIN
          AND NOT c.is_compressed
          AND c.range_end <= now() - (j.config->>'compress_after')::interval;
       IF v_n > 0 THEN
-        v_due := v_t + (j.config->>'compress_after')::interval;
-        IF now() - v_due > v_margin THEN
-          work_overdue := true;
-          overdue_since := v_due;
-          overdue_work := format('%s chunk(s) older than %s not compressed (the oldest due since %s)',
-                                 v_n, j.config->>'compress_after', v_due);
-        END IF;
+        work_pending := true;
+        due_since := v_t + (j.config->>'compress_after')::interval;
+        pending_work := format('%s chunk(s) older than %s not compressed', v_n,
+                               j.config->>'compress_after');
       END IF;
     ELSIF j.proc_name = 'policy_refresh_continuous_aggregate' THEN
       -- buckets that are complete and older than end_offset but above the materialization
@@ -109,32 +104,33 @@ BEGIN
       -- the newest raw row older than now - end_offset, bucketed: what the policy would have
       -- materialized by now
       v_due := least(v_latest, now() - v_width);
-      IF v_watermark IS NOT NULL AND v_due IS NOT NULL AND v_due > v_watermark + v_width
-         AND now() - (v_watermark + 2 * v_width) > v_margin THEN
-        work_overdue := true;
-        overdue_since := v_watermark + 2 * v_width;
-        overdue_work := format('materialized up to %s, raw data up to %s', v_watermark, v_latest);
+      IF v_watermark IS NOT NULL AND v_due IS NOT NULL AND v_due > v_watermark + v_width THEN
+        work_pending := true;
+        due_since := v_watermark + 2 * v_width;
+        pending_work := CASE WHEN v_watermark < timestamptz '1970-01-01 00:00:00+00'
+                             THEN format('nothing materialized, raw data up to %s', v_latest)
+                             ELSE format('materialized up to %s, raw data up to %s', v_watermark,
+                                         v_latest) END;
       END IF;
     ELSE
-      -- retention: rows older than the cutoffs market.apply_retention() uses, by the margin
+      -- retention: rows older than the cutoffs market.apply_retention() uses
       SELECT r.candles_cutoff, r.alerts_cutoff INTO v_due, v_watermark
         FROM market.retention_cutoffs() r;
       IF v_due IS NOT NULL THEN
-        SELECT min(c.open_time) INTO v_t FROM market.candles_1m c WHERE c.open_time < v_due - v_margin;
+        SELECT min(c.open_time) INTO v_t FROM market.candles_1m c WHERE c.open_time < v_due;
         IF v_t IS NOT NULL THEN
-          work_overdue := true;
-          overdue_since := v_due;
-          overdue_work := format('candles older than the retention cutoff %s are kept (oldest %s)',
+          work_pending := true;
+          due_since := v_due;
+          pending_work := format('candles older than the retention cutoff %s are kept (oldest %s)',
                                  v_due, v_t);
         END IF;
       END IF;
       IF v_watermark IS NOT NULL THEN
-        SELECT min(a.open_time) INTO v_t FROM market.alert_history a
-         WHERE a.open_time < v_watermark - v_margin;
+        SELECT min(a.open_time) INTO v_t FROM market.alert_history a WHERE a.open_time < v_watermark;
         IF v_t IS NOT NULL THEN
-          work_overdue := true;
-          overdue_since := least(overdue_since, v_watermark);
-          overdue_work := concat_ws('; ', overdue_work,
+          work_pending := true;
+          due_since := least(due_since, v_watermark);
+          pending_work := concat_ws('; ', pending_work,
                                     format('alerts older than the retention cutoff %s are kept (oldest %s)',
                                            v_watermark, v_t));
         END IF;
@@ -144,15 +140,15 @@ BEGIN
   END LOOP;
 END
 $$;
-COMMENT ON FUNCTION market.timescaledb_job_health(interval) IS
+COMMENT ON FUNCTION market.timescaledb_job_health() IS
   'The TimescaleDB jobs pg_ta relies on (compression of its hypertables, refresh of its '
   'continuous aggregates, the retention job), one row each, judged by status AND outcome: failing '
   '= its last run failed (last_error: the newest error from timescaledb_information.job_errors, '
-  'control characters removed, at most 300 characters); work_overdue = the work it exists for has '
-  'been due for longer than p_margin (default: two schedule intervals of the job, at least 10 '
-  'minutes): compression — chunks whose range ended more than compress_after ago are not '
+  'control characters removed, at most 300 characters); work_pending = the work it exists for is '
+  'waiting: compression — chunks whose range ended more than compress_after ago are not '
   'compressed (wall clock, as the policy); refresh — complete buckets older than end_offset lie '
   'above the materialization watermark; retention — candles or alerts older than the cutoffs of '
-  'market.apply_retention() are kept. overdue_work says what, overdue_since since when. No rows '
-  'without TimescaleDB. ta-feed stream polls it (docs/operations.md). SECURITY DEFINER: it reads '
-  'the jobs of the schema owner.';
+  'market.retention_cutoffs() are kept. pending_work says what; due_since estimates since when '
+  'by data time (imported history is due at once). Pending work is normal until the job runs; '
+  'ta-feed stream calls it overdue after a margin (docs/operations.md). No rows without '
+  'TimescaleDB. SECURITY DEFINER: it reads the jobs of the schema owner.';

@@ -45,7 +45,7 @@ DECLARE
     'market._run1(text, text, timestamptz, timestamptz, timestamptz, timestamptz)',
     'market._alert_payload(ta.screener_row, bigint, integer, text)',
     'market._rollup_sql(interval, name)', 'market._rule_branch(integer, text)',
-    'market.timescaledb_job_health(interval)', 'market.retention_cutoffs()'];
+    'market.timescaledb_job_health()', 'market.retention_cutoffs()'];
   f text;
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_reader') THEN

@@ -209,8 +209,9 @@ pub struct StreamArgs {
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub timescaledb_check_secs: u64,
 
-    /// Work of a TimescaleDB job due for longer than this is overdue, seconds (default: two
-    /// schedule intervals of the job, at least 10 minutes).
+    /// A TimescaleDB job's work that stays pending (as seen by these checks) for longer than
+    /// this is overdue, seconds (default: two schedule intervals of the job, at least 10
+    /// minutes).
     #[arg(long, env = "TIMESCALEDB_OVERDUE_MARGIN_SECS",
           value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
     pub timescaledb_overdue_margin_secs: Option<u64>,

@@ -2,12 +2,16 @@
 //! `--timescaledb-check-secs`): compression of its hypertables, refresh of its continuous
 //! aggregates, the retention job.
 //!
-//! A job is judged twice, by `market.timescaledb_job_health()` (sql/016_job_health.sql): is it
-//! **failing** (its last run failed; the newest error), and is its **work overdue** (chunks past
-//! `compress_after` not compressed, materialization behind, rows past retention — for longer than
-//! the margin). The two are reported separately, because either can happen without the other:
-//! on TimescaleDB 2.28.3 with PostgreSQL 15.20 every background run fails *after* committing its
-//! work, and an unscheduled or no-op job succeeds while work piles up.
+//! A job is judged twice, from `market.timescaledb_job_health()` (sql/016_job_health.sql): is it
+//! **failing** (its last run failed; the newest error), and is its **work overdue**: the work it
+//! exists for (chunks past `compress_after` not compressed, complete buckets above a continuous
+//! aggregate's watermark, rows past retention) has stayed pending, look after look, for longer
+//! than the margin (`--timescaledb-overdue-margin-secs`; default two schedule intervals of the
+//! job, at least 10 minutes). Pending is measured by the watcher's own clock, because data time
+//! says nothing about when imported history arrived. The two are reported separately, because
+//! either can happen without the other: on TimescaleDB 2.28.3 with PostgreSQL 15.20 every
+//! background run fails *after* committing its work, and an unscheduled or no-op job succeeds
+//! while work piles up.
 //!
 //! Per state change of a job (failing ↔ ok, overdue ↔ done): one log line (ERROR when it goes
 //! bad, INFO when it recovers) and one `market.data_quality_log` row
@@ -31,7 +35,10 @@ use tracing::{error, info, warn};
 use crate::constants::{metric, quality_kind};
 use crate::health::HealthState;
 
-/// One row of `market.timescaledb_job_health()`.
+/// Default overdue margin: two schedule intervals of the job, at least this.
+pub const MIN_MARGIN: Duration = Duration::from_secs(600);
+
+/// One row of `market.timescaledb_job_health()`, plus the watcher's verdict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobHealth {
     pub job_id: i32,
@@ -39,11 +46,16 @@ pub struct JobHealth {
     pub job: String,
     /// The hypertable or continuous aggregate (or `market.apply_retention()`).
     pub relation: String,
+    pub schedule_interval: Duration,
     pub failing: bool,
     pub last_error: Option<String>,
+    /// Its work is waiting (normal until the job's next run).
+    pub work_pending: bool,
+    pub pending_work: Option<String>,
+    /// Since when the work is due by data time (informational).
+    pub due_since: Option<DateTime<Utc>>,
+    /// Set by [`JobWatch::observe`]: pending for longer than the margin.
     pub work_overdue: bool,
-    pub overdue_work: Option<String>,
-    pub overdue_since: Option<DateTime<Utc>>,
 }
 
 impl JobHealth {
@@ -60,7 +72,7 @@ impl JobHealth {
     /// The `/health` reason, None when the job is fine.
     pub fn reason(&self) -> Option<String> {
         let err = self.last_error.as_deref().unwrap_or("no error recorded");
-        let work = match (&self.overdue_work, self.work_overdue) {
+        let work = match (&self.pending_work, self.work_overdue) {
             (Some(w), true) => format!("its work is overdue: {w}"),
             (None, true) => "its work is overdue".to_string(),
             (_, false) => "its work is done".to_string(),
@@ -117,24 +129,37 @@ pub struct Observation {
 pub struct JobWatch {
     /// job_id -> (failing, overdue)
     states: HashMap<i32, (bool, bool)>,
+    /// job_id -> since when its work has been pending without a break
+    pending_since: HashMap<i32, Instant>,
     /// job_id -> when ta-feed last ran it
     ran: HashMap<i32, Instant>,
 }
 
 impl JobWatch {
-    /// Compares `rows` with the last look. A job seen for the first time counts as a change
-    /// only when it is in trouble. Overdue jobs are to be run when `repair` is on and they were
-    /// not run in the last `rerun_after`.
+    /// Compares `rows` with the last look and sets each row's `work_overdue` (pending since
+    /// longer than `margin`, or two schedule intervals and at least [`MIN_MARGIN`] when None).
+    /// A job seen for the first time counts as a change only when it is in trouble. Overdue jobs
+    /// are to be run when `repair` is on and ta-feed did not run them within their margin.
     pub fn observe(
         &mut self,
-        rows: &[JobHealth],
+        rows: &mut [JobHealth],
         now: Instant,
         repair: bool,
-        rerun_after: Duration,
+        margin: Option<Duration>,
     ) -> Observation {
         let mut obs = Observation::default();
         let mut seen = HashMap::new();
-        for r in rows {
+        let mut pending = HashMap::new();
+        for r in rows.iter_mut() {
+            let margin = margin.unwrap_or_else(|| (2 * r.schedule_interval).max(MIN_MARGIN));
+            if r.work_pending {
+                let since = *self.pending_since.get(&r.job_id).unwrap_or(&now);
+                pending.insert(r.job_id, since);
+                r.work_overdue = now.duration_since(since) >= margin;
+            } else {
+                r.work_overdue = false;
+            }
+            let rerun_after = margin;
             let (was_failing, was_overdue) = self
                 .states
                 .get(&r.job_id)
@@ -165,6 +190,7 @@ impl JobWatch {
             seen.insert(r.job_id, (r.failing, r.work_overdue));
         }
         self.states = seen;
+        self.pending_since = pending;
         obs
     }
 
@@ -180,7 +206,7 @@ pub struct WatchConfig {
     pub database_url: String,
     /// Look this often.
     pub interval: Duration,
-    /// Overdue margin passed to the SQL (None: two schedule intervals of each job, ≥ 10 min).
+    /// Overdue margin (None: two schedule intervals of each job, at least [`MIN_MARGIN`]).
     pub margin: Option<Duration>,
     /// Run overdue jobs.
     pub repair: bool,
@@ -192,11 +218,10 @@ pub async fn watch_jobs(cfg: WatchConfig, health: Arc<HealthState>) {
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch = JobWatch::default();
-    let rerun_after = cfg.margin.unwrap_or(Duration::from_secs(600));
     let mut warned = false;
     loop {
         tick.tick().await;
-        match look(&cfg, &mut watch, &health, rerun_after).await {
+        match look(&cfg, &mut watch, &health).await {
             Ok(()) => warned = false,
             Err(e) if !warned => {
                 warn!(error = format!("{e:#}"), "TimescaleDB job check failed");
@@ -207,16 +232,11 @@ pub async fn watch_jobs(cfg: WatchConfig, health: Arc<HealthState>) {
     }
 }
 
-async fn look(
-    cfg: &WatchConfig,
-    watch: &mut JobWatch,
-    health: &HealthState,
-    rerun_after: Duration,
-) -> anyhow::Result<()> {
+async fn look(cfg: &WatchConfig, watch: &mut JobWatch, health: &HealthState) -> anyhow::Result<()> {
     let (client, conn) = crate::db::connect(&cfg.database_url).await?;
     let result = async {
-        let rows = read_jobs(&client, cfg.margin).await?;
-        let obs = watch.observe(&rows, Instant::now(), cfg.repair, rerun_after);
+        let mut rows = read_jobs(&client).await?;
+        let obs = watch.observe(&mut rows, Instant::now(), cfg.repair, cfg.margin);
         for r in &rows {
             let labels = [
                 ("job_id", r.job_id.to_string()),
@@ -242,17 +262,14 @@ async fn look(
     result
 }
 
-async fn read_jobs(
-    client: &tokio_postgres::Client,
-    margin: Option<Duration>,
-) -> anyhow::Result<Vec<JobHealth>> {
-    let margin = margin.map(|m| format!("{} seconds", m.as_secs()));
+async fn read_jobs(client: &tokio_postgres::Client) -> anyhow::Result<Vec<JobHealth>> {
     let rows = client
         .query(
-            "SELECT job_id, job, relation, failing, last_error, work_overdue, overdue_work, \
-                    overdue_since \
-               FROM market.timescaledb_job_health($1::text::interval)",
-            &[&margin],
+            "SELECT job_id, job, relation, \
+                    extract(epoch FROM schedule_interval)::float8, failing, last_error, \
+                    work_pending, pending_work, due_since \
+               FROM market.timescaledb_job_health()",
+            &[],
         )
         .await?;
     Ok(rows
@@ -261,11 +278,15 @@ async fn read_jobs(
             job_id: r.get(0),
             job: r.get(1),
             relation: r.get(2),
-            failing: r.get::<_, Option<bool>>(3).unwrap_or(false),
-            last_error: r.get(4),
-            work_overdue: r.get(5),
-            overdue_work: r.get(6),
-            overdue_since: r.get(7),
+            schedule_interval: Duration::from_secs_f64(
+                r.get::<_, Option<f64>>(3).unwrap_or(0.0).max(0.0),
+            ),
+            failing: r.get::<_, Option<bool>>(4).unwrap_or(false),
+            last_error: r.get(5),
+            work_pending: r.get(6),
+            pending_work: r.get(7),
+            due_since: r.get(8),
+            work_overdue: false,
         })
         .collect())
 }
@@ -284,7 +305,7 @@ async fn record_change(client: &tokio_postgres::Client, c: &Change) -> anyhow::R
         Change::Overdue(_) => error!(
             job_id = j.job_id,
             relation = %j.relation,
-            overdue_work = j.overdue_work.as_deref().unwrap_or(""),
+            pending_work = j.pending_work.as_deref().unwrap_or(""),
             "TIMESCALEDB WORK OVERDUE: {}",
             j.reason().unwrap_or_default()
         ),
@@ -302,13 +323,14 @@ async fn record_change(client: &tokio_postgres::Client, c: &Change) -> anyhow::R
         "failing": j.failing,
         "last_error": j.last_error,
         "work_overdue": j.work_overdue,
-        "overdue_work": j.overdue_work,
+        "pending_work": j.pending_work,
+        "due_since": j.due_since.map(|t| t.to_rfc3339()),
     });
     client
         .execute(
             "INSERT INTO market.data_quality_log (kind, from_time, detail) \
              VALUES ($1, $2, $3::text::jsonb)",
-            &[&c.kind(), &j.overdue_since, &detail.to_string()],
+            &[&c.kind(), &j.due_since, &detail.to_string()],
         )
         .await?;
     Ok(())
@@ -369,16 +391,18 @@ async fn run_job(
 mod tests {
     use super::*;
 
-    fn job(id: i32, failing: bool, overdue: bool) -> JobHealth {
+    fn job(id: i32, failing: bool, pending: bool) -> JobHealth {
         JobHealth {
             job_id: id,
             job: "compression".into(),
             relation: "market.candles_1m".into(),
+            schedule_interval: Duration::from_secs(12 * 3600),
             failing,
             last_error: failing.then(|| "cannot drop portal \"\" while it is being set up".into()),
-            work_overdue: overdue,
-            overdue_work: overdue.then(|| "3 chunk(s) older than 7 days not compressed".into()),
-            overdue_since: None,
+            work_pending: pending,
+            pending_work: pending.then(|| "3 chunk(s) older than 7 days not compressed".into()),
+            due_since: None,
+            work_overdue: false,
         }
     }
 
@@ -386,12 +410,13 @@ mod tests {
     fn failing_and_overdue_are_reported_separately() {
         let mut w = JobWatch::default();
         let t0 = Instant::now();
-        let hour = Duration::from_secs(3600);
+        let hour = Some(Duration::from_secs(3600));
+        let at = |h: u64| t0 + Duration::from_secs(h * 3600);
         // TC1: all fine: nothing to say
-        let o = w.observe(&[job(1000, false, false)], t0, true, hour);
+        let o = w.observe(&mut [job(1000, false, false)], t0, true, hour);
         assert_eq!(o, Observation::default());
         // TC2: failing after committing its work (2.28.3 / 15.20): failing, work done, no run
-        let o = w.observe(&[job(1000, true, false)], t0, true, hour);
+        let o = w.observe(&mut [job(1000, true, false)], t0, true, hour);
         assert!(
             matches!(o.changes.as_slice(), [Change::Failing(_)]),
             "{o:?}"
@@ -405,47 +430,69 @@ mod tests {
             ]
         );
         // TC3: still failing: no new change, same reason
-        let o = w.observe(&[job(1000, true, false)], t0, true, hour);
+        let o = w.observe(&mut [job(1000, true, false)], t0, true, hour);
         assert!(o.changes.is_empty() && o.reasons.len() == 1);
-        // TC4: recovers, but a job that does nothing leaves work: overdue -> run it once
-        let o = w.observe(&[job(1000, false, true)], t0, true, hour);
-        assert_eq!(o.changes.len(), 2, "{o:?}");
-        assert!(matches!(o.changes[0], Change::Recovered(_)));
-        assert!(matches!(o.changes[1], Change::Overdue(_)));
+        // TC4: recovers; work pending (a job made to do nothing): not overdue within the margin
+        let o = w.observe(&mut [job(1000, false, true)], at(1), true, hour);
+        assert!(
+            matches!(o.changes.as_slice(), [Change::Recovered(_)]),
+            "{o:?}"
+        );
+        assert!(o.run.is_empty() && o.reasons.is_empty());
+        // TC5: pending for the margin: overdue -> run it once
+        let o = w.observe(&mut [job(1000, false, true)], at(2), true, hour);
+        assert!(
+            matches!(o.changes.as_slice(), [Change::Overdue(_)]),
+            "{o:?}"
+        );
         assert_eq!(o.run, vec![1000]);
         assert!(o.reasons[0].ends_with(
             "succeeds but its work is overdue: 3 chunk(s) older than 7 days not compressed"
         ));
-        w.ran(1000, t0);
-        // TC5: still overdue within the rerun interval: not run again; after it: run again
+        w.ran(1000, at(2));
+        // TC6: still overdue within the margin after the run: not run again; after it: again
         assert!(w
-            .observe(&[job(1000, false, true)], t0, true, hour)
+            .observe(&mut [job(1000, false, true)], at(2), true, hour)
             .run
             .is_empty());
         assert_eq!(
-            w.observe(&[job(1000, false, true)], t0 + hour, true, hour)
+            w.observe(&mut [job(1000, false, true)], at(3), true, hour)
                 .run,
             vec![1000]
         );
-        // TC6: repair off: reported, never run
+        // TC7: repair off: reported, never run
         assert!(w
-            .observe(&[job(1000, false, true)], t0 + 3 * hour, false, hour)
+            .observe(&mut [job(1000, false, true)], at(5), false, hour)
             .run
             .is_empty());
-        // TC7: caught up
-        let o = w.observe(&[job(1000, false, false)], t0, true, hour);
+        // TC8: caught up; a new pending spell starts its clock again
+        let o = w.observe(&mut [job(1000, false, false)], at(5), true, hour);
         assert!(matches!(o.changes.as_slice(), [Change::CaughtUp(_)]));
         assert!(o.reasons.is_empty());
+        let o = w.observe(&mut [job(1000, false, true)], at(5), true, hour);
+        assert!(o.changes.is_empty() && o.run.is_empty());
+        // TC9: default margin: two schedule intervals (12 h each), at least 10 minutes
+        let mut d = JobWatch::default();
+        d.observe(&mut [job(7, false, true)], t0, true, None);
+        assert!(d
+            .observe(&mut [job(7, false, true)], at(23), true, None)
+            .run
+            .is_empty());
+        assert_eq!(
+            d.observe(&mut [job(7, false, true)], at(24), true, None)
+                .run,
+            vec![7]
+        );
     }
 
     #[test]
     fn first_look_reports_only_trouble_and_kinds_are_distinct() {
         let mut w = JobWatch::default();
         let o = w.observe(
-            &[job(1, false, false), job(2, true, true)],
+            &mut [job(1, false, false), job(2, true, true)],
             Instant::now(),
             false,
-            Duration::from_secs(60),
+            Some(Duration::ZERO),
         );
         assert_eq!(o.changes.len(), 2);
         let kinds: Vec<_> = o.changes.iter().map(|c| c.kind()).collect();
