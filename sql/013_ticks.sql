@@ -24,7 +24,7 @@
 --
 -- Retention: market.settings.agg_trades_retention (default 7 days) and
 -- book_tickers_retention (default 2 days), in tick time (the newest stored tick of the
--- table, at most a day ahead of the server clock), whole hours; applied by
+-- table, at most 2 minutes ahead of the server clock), whole hours; applied by
 -- market.apply_tick_retention(), which market.apply_retention() calls.  TimescaleDB: both
 -- tables are hypertables of 1-hour chunks with a columnstore (compression) policy after
 -- settings.ticks_compress_after (default 6 hours), segment by (market, symbol), order by the
@@ -182,11 +182,7 @@ BEGIN
       EXECUTE format('ALTER TABLE market.%I ADD CONSTRAINT %I PRIMARY KEY (%s)', t.tab,
                      t.tab || '_pkey', array_to_string(v_want, ', '));
     END IF;
-    IF market.timescaledb_enabled() THEN
-      EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => %L::interval, '
-                     'if_not_exists => true, migrate_data => true)',
-                     market._timescaledb_schema(), 'market.' || t.tab, t.tcol, '1 hour');
-    END IF;
+    PERFORM market._create_hypertable(format('market.%I', t.tab)::regclass, t.tcol, '1 hour');
   END LOOP;
 END
 $$;
@@ -226,8 +222,8 @@ COMMENT ON FUNCTION market._newest_tick(regclass) IS
   'Internal: the newest transact_time of market.agg_trades or event_time of market.book_tickers '
   '(NULL when empty), by a loose index scan over the instruments.';
 
--- Retention of the tick tables in tick time (their own newest row = now, at most a day ahead
--- of the server clock), whole hours: TimescaleDB drop_chunks of the 1-hour chunks, plain
+-- Retention of the tick tables in tick time (their own newest row = now, at most 2 minutes
+-- ahead of the server clock, as candles: market.retention_cutoffs()), whole hours: TimescaleDB drop_chunks of the 1-hour chunks, plain
 -- PostgreSQL DELETE per instrument.  NULL retention, or an empty table, deletes nothing.
 CREATE OR REPLACE FUNCTION market.apply_tick_retention(OUT agg_trades_cutoff timestamptz,
                                                        OUT agg_trades_deleted bigint,
@@ -256,7 +252,7 @@ BEGIN
     CONTINUE WHEN t.keep IS NULL;
     v_newest := market._newest_tick(t.tab);
     CONTINUE WHEN v_newest IS NULL;
-    v_cutoff := date_bin('1 hour', least(v_newest, now() + interval '1 day') - t.keep,
+    v_cutoff := date_bin('1 hour', least(v_newest, now() + interval '2 minutes') - t.keep,
                          timestamptz '2000-01-01 00:00:00+00');
     v_total := 0;
     IF v_ts IS NOT NULL THEN
@@ -303,8 +299,8 @@ END
 $$;
 COMMENT ON FUNCTION market.apply_tick_retention() IS
   'Apply market.settings.agg_trades_retention and book_tickers_retention in tick time (the '
-  'newest stored row of each table = now, at most a day ahead of the server clock): whole hours '
-  'older than now minus the retention are deleted (TimescaleDB drop_chunks of the 1-hour '
+  'newest stored row of each table = now, at most 2 minutes ahead of the server clock): whole '
+  'hours older than now minus the retention are deleted (TimescaleDB drop_chunks of the 1-hour '
   'chunks, else DELETE per instrument); NULL retention or an empty table deletes nothing. '
   'Returns each table''s cutoff and deleted count. Called by market.apply_retention(); '
   'SECURITY DEFINER (the settings decide what goes), so ta_writer may run it.';

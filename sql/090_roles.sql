@@ -7,9 +7,11 @@
 --                  Alert evaluation runs inside the candle triggers as the schema owner, so a
 --                  writer needs no rights on rules, state or alert history.
 --   ta_rule_admin  ta_reader + create, edit, enable/disable and delete custom alert rules,
---                  tune presets' config, edit market.settings, manage sinks (writing secrets
---                  it cannot read back) and subscriptions.
---   ta_notifier    ta_reader + read sink secrets, record delivery outcomes (ta-feed notify).
+--                  tune presets' config, edit market.settings (all but max_enabled_sinks,
+--                  the owner's), manage sinks (writing secrets it cannot read back) and
+--                  subscriptions.
+--   ta_notifier    ta_reader + read sink secrets, record delivery outcomes (ta-feed notify:
+--                  UPDATE of the outcome columns of alert_deliveries only).
 -- The roles are created by 001_schema.sql (first, so every file's grants find them); when the
 -- applying role lacks CREATEROLE they are skipped with a NOTICE and the grants below are
 -- applied only to roles that exist.
@@ -43,7 +45,8 @@ DECLARE
     'market._range_instruments(timestamptz, text[], text)',
     'market._run1(text, text, timestamptz, timestamptz, timestamptz, timestamptz)',
     'market._alert_payload(ta.screener_row, bigint, integer, text)',
-    'market._rollup_sql(interval, name)', 'market._rule_branch(integer, text)'];
+    'market._rollup_sql(interval, name)', 'market._rule_branch(integer, text)',
+    'market.timescaledb_job_health()', 'market.retention_cutoffs()'];
   f text;
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_reader') THEN
@@ -73,14 +76,21 @@ BEGIN
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_rule_admin') THEN
     GRANT ta_reader TO ta_rule_admin;
     GRANT INSERT, UPDATE, DELETE ON market.alert_rules TO ta_rule_admin;
-    GRANT UPDATE ON market.settings TO ta_rule_admin;
+    -- settings: every column but max_enabled_sinks (the bound on what a rule admin adds)
+    REVOKE UPDATE ON market.settings FROM ta_rule_admin;
+    GRANT UPDATE (alert_history_retention, candles_retention, compress_after) ON market.settings
+      TO ta_rule_admin;
     GRANT INSERT, UPDATE, DELETE ON market.alert_sinks, market.alert_subscriptions
       TO ta_rule_admin;
   END IF;
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_notifier') THEN
     GRANT ta_reader TO ta_notifier;
     GRANT SELECT ON market.alert_sinks TO ta_notifier;
-    GRANT UPDATE ON market.alert_deliveries TO ta_notifier;
+    -- only the outcome columns: a table-wide UPDATE would let the notifier move a delivery to
+    -- another sink or alert (revoking the table privilege also drops column grants: re-grant)
+    REVOKE UPDATE ON market.alert_deliveries FROM ta_notifier;
+    GRANT UPDATE (attempts, next_attempt_at, delivered_at, failed_at, last_error)
+      ON market.alert_deliveries TO ta_notifier;
   END IF;
 END
 $$;

@@ -102,7 +102,7 @@ SELECT count(*) FROM market.agg_trades WHERE symbol = 'RETNUSDT';
 -- NULL keeps everything
 UPDATE market.settings SET agg_trades_retention = NULL, book_tickers_retention = NULL;
 SELECT agg_trades_cutoff IS NULL AS keeps, agg_trades_deleted FROM market.apply_tick_retention();
--- a writer's trade dated 2099: "now" stays at most a day ahead of the server clock, so the
+-- a writer's trade dated 2099: "now" stays at most 2 minutes ahead of the server clock, so the
 -- cutoff is never in the future (older rows are then judged against the server clock)
 UPDATE market.settings SET agg_trades_retention = '1 day';
 INSERT INTO market.agg_trades VALUES ('usdm', 'FUTRUSDT', 1, 1, 1, 1, 1, '2099-01-01', false, NULL);

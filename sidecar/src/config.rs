@@ -8,10 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::constants::{ALERT_CHANNEL, DEFAULT_DATABASE_URL, DEFAULT_MAX_CONNECTION_AGE_SECS};
-/// Kept here for callers that log the configured URL; defined with the connections.
-pub use crate::db::redact_database_url;
 use crate::market::Market;
 use crate::notify::{DEFAULT_DISCORD_API_URL, DEFAULT_TELEGRAM_API_URL};
+
+/// Re-exported from [`crate::db`], where it lives (a lower layer than the command line).
+pub use crate::db::redact_database_url;
 
 /// ta-feed: Binance 1-minute klines into PostgreSQL for pg_ta.
 #[derive(Debug, Parser)]
@@ -201,6 +202,25 @@ pub struct StreamArgs {
           value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub retention_interval_secs: u64,
 
+    /// With TimescaleDB: check the jobs pg_ta relies on (compression, continuous-aggregate
+    /// refresh, retention) this often, seconds, by status and by outcome
+    /// (market.timescaledb_job_health()); 0 = never.
+    #[arg(long, env = "TIMESCALEDB_CHECK_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub timescaledb_check_secs: u64,
+
+    /// A TimescaleDB job's work that stays pending (as seen by these checks) for longer than
+    /// this is overdue, seconds (default: two schedule intervals of the job, at least 10
+    /// minutes).
+    #[arg(long, env = "TIMESCALEDB_OVERDUE_MARGIN_SECS",
+          value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub timescaledb_overdue_margin_secs: Option<u64>,
+
+    /// Report overdue TimescaleDB jobs but never run them (by default ta-feed runs an overdue
+    /// job itself with CALL run_job(id)).
+    #[arg(long, env = "NO_TIMESCALEDB_REPAIR")]
+    pub no_timescaledb_repair: bool,
+
     #[command(flatten)]
     pub ticks: TickArgs,
 }
@@ -298,7 +318,8 @@ pub struct ImportArgs {
     #[arg(long, env = "IMPORT_SYMBOL")]
     pub symbol: Option<String>,
 
-    /// Rows per COPY + upsert transaction.
+    /// Rows per COPY + upsert statement. Each file is one transaction: a bad row anywhere
+    /// in it leaves nothing of that file behind.
     #[arg(long, env = "IMPORT_BATCH_ROWS", default_value_t = 50_000)]
     pub batch_rows: usize,
 
@@ -477,6 +498,30 @@ pub struct NotifyArgs {
     #[arg(long, env = "NOTIFY_PRUNE_INTERVAL_SECS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub prune_interval_secs: u64,
+
+    /// Database connections shared by all sink workers (the notifier opens one more to
+    /// LISTEN and read the sinks). A send holds one for its duration; more sinks than
+    /// connections take turns.
+    #[arg(long, env = "NOTIFY_DB_POOL_SIZE", default_value_t = crate::notify::DEFAULT_DB_POOL_SIZE as u64,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub db_pool_size: u64,
+
+    /// Let webhooks reach any address: loopback, private (10/8, 172.16/12, 192.168/16),
+    /// link-local (169.254/16, fe80::/10), unique-local (fc00::/7), multicast, unspecified.
+    /// Off: such targets fail permanently ("webhook target refused"). For tests and trusted
+    /// setups; prefer --allow-target-network.
+    #[arg(long, env = "TA_FEED_ALLOW_PRIVATE_TARGETS",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_private_targets: bool,
+
+    /// Networks (CIDR, e.g. 10.20.0.0/16 or fd00:1::/64; repeat or separate with commas)
+    /// that webhooks may reach although they are not public.
+    #[arg(
+        long = "allow-target-network",
+        env = "TA_FEED_ALLOW_TARGET_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub allow_target_networks: Vec<ipnet::IpNet>,
 }
 
 impl NotifyArgs {
@@ -494,6 +539,11 @@ impl NotifyArgs {
         c.unhealthy_retry = Duration::from_millis(self.unhealthy_retry_ms);
         c.send_timeout = Duration::from_millis(self.send_timeout_ms);
         c.prune_interval = Duration::from_secs(self.prune_interval_secs);
+        c.db_pool_size = self.db_pool_size as usize;
+        c.network = crate::notify::NetworkPolicy {
+            allow_private: self.allow_private_targets,
+            allowed_networks: self.allow_target_networks.clone(),
+        };
         c
     }
 }
@@ -538,34 +588,6 @@ impl StreamArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
-
-    #[test]
-    fn redaction() {
-        let cases = [
-            (
-                "postgres://u:secret@h:5432/db",
-                "postgres://u:***@h:5432/db",
-            ),
-            ("postgres://u@h/db", "postgres://u@h/db"),
-            (
-                "postgres://h/db?user=u&password=secret",
-                "postgres://h/db?user=u&password=***",
-            ),
-            (
-                "host=h user=u password=secret dbname=d",
-                "host=h user=u password=*** dbname=d",
-            ),
-            (
-                "host=h password = 'se cret' dbname=d",
-                "host=h password=*** dbname=d",
-            ),
-        ];
-        for (input, want) in cases {
-            let got = redact_database_url(input);
-            assert_eq!(got, want, "{input}");
-            assert!(!got.contains("secret") && !got.contains("cret'"));
-        }
-    }
 
     #[test]
     fn cli_is_consistent_and_parses() {
@@ -679,5 +701,36 @@ mod tests {
         assert!(
             Cli::try_parse_from(["ta-feed", "notify", "--discord-api-url", "not a url"]).is_err()
         );
+        // the network policy: strict by default; private targets and networks on request
+        assert!(!c.network.allow_private && c.network.allowed_networks.is_empty());
+        assert_eq!(c.db_pool_size, crate::notify::DEFAULT_DB_POOL_SIZE);
+        let cli = Cli::try_parse_from([
+            "ta-feed",
+            "notify",
+            "--allow-private-targets",
+            "--allow-target-network",
+            "10.20.0.0/16,fd00:1::/64",
+            "--allow-target-network",
+            "127.0.0.1/32",
+            "--db-pool-size",
+            "2",
+        ])
+        .unwrap();
+        let Command::Notify(n) = cli.command else {
+            panic!()
+        };
+        let c = n.config("postgres://h/db");
+        assert!(c.network.allow_private);
+        assert_eq!(c.network.allowed_networks.len(), 3);
+        assert_eq!(c.db_pool_size, 2);
+        for bad in [
+            ["--allow-target-network", "10.0.0.0/33"],
+            ["--allow-target-network", "localhost"],
+            ["--db-pool-size", "0"],
+            ["--db-pool-size", "65"],
+        ] {
+            let r = Cli::try_parse_from(["ta-feed", "notify", bad[0], bad[1]]);
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
     }
 }

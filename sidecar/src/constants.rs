@@ -76,6 +76,15 @@ pub mod quality_kind {
     /// The tick buffer reached its cap: live ticks were refused until it drained (detail:
     /// kind, dropped, cap); trades come back over REST by id, book tickers are a gap.
     pub const TICK_OVERFLOW: &str = "tick_overflow";
+    /// A TimescaleDB job pg_ta relies on started failing (detail: job, relation, last error,
+    /// whether its work is overdue) / succeeds again.
+    pub const TIMESCALEDB_JOB_FAILING: &str = "timescaledb_job_failing";
+    pub const TIMESCALEDB_JOB_OK: &str = "timescaledb_job_ok";
+    /// A job's work became overdue (detail.overdue_work) / is done again.
+    pub const TIMESCALEDB_WORK_OVERDUE: &str = "timescaledb_work_overdue";
+    pub const TIMESCALEDB_WORK_DONE: &str = "timescaledb_work_done";
+    /// ta-feed ran an overdue job itself (`CALL run_job`; detail.ok, detail.error).
+    pub const TIMESCALEDB_JOB_RUN: &str = "timescaledb_job_run";
 }
 
 // ---- Binance wire constants ----------------------------------------------------------
@@ -97,6 +106,21 @@ pub const MINUTE_MS: i64 = 60_000;
 pub const KLINE_CLOSE_OFFSET_MS: i64 = 59_999;
 /// Timestamps at or above this are microseconds (spot dumps from 2025 on), below are ms.
 pub const MICROSECOND_THRESHOLD: i64 = 1_000_000_000_000_000;
+
+// The limits of `market.candles_1m`'s CHECK constraints (sql/002_candles.sql), mirrored by
+// `Kline::validate` so that a kline the table would refuse is rejected alone, before a batch.
+/// Largest open_time accepted: the clock plus this, milliseconds (`candles_1m_open_time_check`:
+/// `open_time <= statement_timestamp() + interval '2 minutes'`). A closed kline is never in
+/// the future; the 2 minutes are the clock skew tolerated between writer and server.
+pub const MAX_CLOCK_SKEW_MS: i64 = 2 * MINUTE_MS;
+/// Prices are below this (`candles_1m_prices_check`: `high < 1e15`).
+pub const PRICE_LIMIT: i64 = 1_000_000_000_000_000;
+/// Volumes are below this (`candles_1m_volumes_check`: `volume < 1e20`, ...).
+pub const VOLUME_LIMIT: i128 = 100_000_000_000_000_000_000;
+/// Most decimals a price or volume may have (`scale(x) <= 20`).
+pub const MAX_DECIMALS: u32 = 20;
+/// Longest symbol (`candles_1m_symbol_check`: `^[A-Z0-9][A-Z0-9_]{0,39}$`).
+pub const MAX_SYMBOL_LEN: usize = 40;
 
 /// REST path of the server time endpoint.
 pub const REST_TIME_PATH: &str = "/api/v3/time";
@@ -183,6 +207,12 @@ pub mod metric {
     pub const TICK_BARRIER_TIMEOUTS: &str = "ta_feed_tick_barrier_timeouts_total";
     /// WebSocket messages larger than the limit (the connection is closed and reconnected).
     pub const OVERSIZED_MESSAGES: &str = "ta_feed_ws_oversized_messages_total";
+    /// 1 while a TimescaleDB job pg_ta relies on is failing / its work is overdue (labels
+    /// job_id, relation).
+    pub const TIMESCALEDB_JOB_FAILING: &str = "ta_feed_timescaledb_job_failing";
+    pub const TIMESCALEDB_JOB_OVERDUE: &str = "ta_feed_timescaledb_job_overdue";
+    /// Overdue jobs ta-feed ran itself (labels job_id, result).
+    pub const TIMESCALEDB_JOB_RUNS: &str = "ta_feed_timescaledb_job_runs_total";
 }
 
 // ---- Alert delivery, listen, health (sql/011_alert_delivery.sql, notify, health) -----

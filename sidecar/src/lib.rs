@@ -27,7 +27,9 @@ pub mod replay;
 pub mod shutdown;
 pub mod sink;
 pub mod stream;
+pub mod text;
 pub mod ticks;
+pub mod timescaledb;
 
 use std::future::Future;
 use std::time::Duration;
@@ -35,7 +37,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::info;
 
-use crate::config::{redact_database_url, Cli, Command};
+use crate::config::{Cli, Command};
+use crate::db::redact_database_url;
 
 /// Installs the process-wide rustls crypto provider (ring). Idempotent.
 pub fn install_crypto_provider() {
@@ -120,6 +123,11 @@ pub async fn run(
             cfg.alert_catchup_minutes = args.alert_catchup_minutes;
             cfg.universe_refresh = Duration::from_secs(args.universe_refresh_secs);
             args.ticks.apply(&mut cfg);
+            cfg.timescaledb_check = Duration::from_secs(args.timescaledb_check_secs);
+            cfg.timescaledb_margin = args
+                .timescaledb_overdue_margin_secs
+                .map(Duration::from_secs);
+            cfg.timescaledb_repair = !args.no_timescaledb_repair;
             let summary = stream::run_stream(cfg, shutdown).await.context("stream")?;
             info!(?summary, "stream finished");
         }
@@ -246,6 +254,9 @@ pub async fn run(
                 channel = %cfg.channel,
                 discord_api = %cfg.endpoints.discord_api,
                 telegram_api = %cfg.endpoints.telegram_api,
+                db_pool_size = cfg.db_pool_size,
+                allow_private_targets = cfg.network.allow_private,
+                allow_target_networks = ?cfg.network.allowed_networks,
                 "notify"
             );
             let health = serve_health(health::Component::Notify, [args.health_addr, None]).await?;
@@ -277,4 +288,31 @@ async fn serve_health(
         println!("health on {bound}");
     }
     Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Lower layers never import higher ones: `config` (the command line) builds the
+    /// settings of `notify`, `db`, `market` and `constants`, so none of them may import
+    /// `config` (issue 19.6: `config` ↔ `notify` was a cycle).
+    #[test]
+    fn modules_under_config_do_not_import_it() {
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+        for file in [
+            "notify/mod.rs",
+            "notify/sink.rs",
+            "notify/format.rs",
+            "db.rs",
+            "market.rs",
+            "constants.rs",
+            "listen.rs",
+            "text.rs",
+        ] {
+            let text = std::fs::read_to_string(format!("{src}{file}")).unwrap();
+            assert!(
+                !text.contains("crate::config"),
+                "{file} imports crate::config (a higher layer)"
+            );
+        }
+    }
 }

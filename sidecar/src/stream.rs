@@ -196,6 +196,12 @@ pub struct StreamConfig {
     pub trade_gap_max_ids: i64,
     /// Write connections per tick kind (symbols spread over them).
     pub tick_writers: usize,
+    /// Check the TimescaleDB jobs this often (zero: never); see [`crate::timescaledb`].
+    pub timescaledb_check: Duration,
+    /// Overdue margin of TimescaleDB work (None: the SQL default).
+    pub timescaledb_margin: Option<Duration>,
+    /// Run overdue TimescaleDB jobs.
+    pub timescaledb_repair: bool,
 }
 
 impl StreamConfig {
@@ -254,6 +260,9 @@ impl StreamConfig {
             trade_gap_grace: Duration::from_secs(1),
             trade_gap_max_ids: 1_000_000,
             tick_writers: 2,
+            timescaledb_check: Duration::from_secs(60),
+            timescaledb_margin: None,
+            timescaledb_repair: true,
         }
     }
 
@@ -377,6 +386,17 @@ pub async fn run_stream(
             cfg.retention_interval,
         ))
     });
+    let job_watch = (!cfg.timescaledb_check.is_zero()).then(|| {
+        tokio::spawn(crate::timescaledb::watch_jobs(
+            crate::timescaledb::WatchConfig {
+                database_url: cfg.database_url.clone(),
+                interval: cfg.timescaledb_check,
+                margin: cfg.timescaledb_margin,
+                repair: cfg.timescaledb_repair,
+            },
+            cfg.health.clone(),
+        ))
+    });
     // 2. The tick writers (and the aggTrade filler) start before the kline backfill.
     let tick_cfg = TickWriterConfig {
         market: cfg.market,
@@ -440,7 +460,7 @@ pub async fn run_stream(
     }
     .await;
     trigger.trigger();
-    if let Some(task) = retention {
+    for task in [retention, job_watch].into_iter().flatten() {
         task.abort();
     }
     while shards.tasks.join_next().await.is_some() {}

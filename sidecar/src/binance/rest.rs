@@ -469,13 +469,9 @@ fn path_of(url: &str) -> String {
     "other".to_string()
 }
 
-/// At most `max` characters of `s`, with an ellipsis when cut.
+/// At most `max` characters of `s` on one line ([`crate::text::sanitize`]: control characters
+/// and runs of whitespace become one space), with an ellipsis when cut.
 pub fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max).collect();
-        out.push('…');
-        out
-    }
+    // remote text (Binance bodies, WebSocket messages) on one line: no forged log lines
+    crate::text::sanitize(s, max)
 }

@@ -681,9 +681,9 @@ pub fn handle_text(text: &str, tx: &UnboundedSender<FeedEvent>) -> Handled {
                     }
                     Err(error) => {
                         metrics::counter!(metric::KLINES_REJECTED).increment(1);
-                        warn!(%error, symbol = %ev.symbol, raw = %truncate(text, 256), "rejected closed kline");
+                        warn!(%error, symbol = %truncate(&ev.symbol, 40), raw = %truncate(text, 256), "rejected closed kline");
                         let _ = tx.send(FeedEvent::Rejected {
-                            symbol: ev.symbol.to_ascii_uppercase(),
+                            symbol: truncate(&ev.symbol, 40).to_ascii_uppercase(),
                             open_time_ms: ev.kline.start_time,
                             reason: error.to_string(),
                             raw: truncate(text, 2000),

@@ -1,8 +1,9 @@
-//! Write path into `market.candles_1m`: one transaction per batch, binary COPY into the
-//! per-connection temp table `candles_in` (the shared core, [`super::core`]), then an
-//! idempotent upsert that never rewrites an identical row. Also the tick batches
-//! ([`CandleSink::write_ticks`]) and the `market.data_quality_log` writer, and
-//! [`RetryingSink`], which repeats any of them through connection loss.
+//! Write path into `market.candles_1m`: one transaction per batch (or, for `import`, per file:
+//! [`CandleSink::begin`]), binary COPY into the per-connection temp table `candles_in` (the
+//! shared core, [`super::core`]), then an idempotent upsert that never rewrites an identical
+//! row. Also the tick batches ([`CandleSink::write_ticks`], [`CandleSink::begin_import`]), the
+//! `market.data_quality_log` writer, and [`RetryingSink`], which repeats any of them through
+//! connection loss.
 //!
 //! ```text
 //! BEGIN;
@@ -217,20 +218,45 @@ impl CandleSink {
         if klines.is_empty() {
             return Ok(0);
         }
-        let market = self.market;
-        let market_name: &'static str = market.as_str();
+        let mut tx = self.begin(mode).await?;
+        let written = tx.write(klines).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Opens one transaction for several batches ([`CandleTransaction::write`]): `import`
+    /// writes a whole file in one, so a file is stored entirely or not at all.
+    pub async fn begin(&mut self, mode: AlertMode) -> Result<CandleTransaction<'_>, SinkError> {
         self.ensure_staging(Kline::TABLE).await?;
+        let market = self.market;
         let tx = self
             .client
             .transaction()
             .await
             .map_err(SinkError::db("begin"))?;
+        Ok(CandleTransaction {
+            tx,
+            market,
+            mode,
+            batches: 0,
+            written: 0,
+        })
+    }
+
+    /// Copies `klines` into the staging table and upserts them, inside `tx`.
+    async fn write_in(
+        tx: &tokio_postgres::Transaction<'_>,
+        klines: &[Kline],
+        mode: AlertMode,
+        market: Market,
+    ) -> Result<u64, SinkError> {
+        let market_name: &str = market.as_str();
         if mode == AlertMode::Suppress {
             tx.batch_execute(&format!("SET LOCAL {EVALUATE_ALERTS_SETTING} = 'off'"))
                 .await
                 .map_err(SinkError::db("set evaluate_alerts"))?;
         }
-        copy_rows(&tx, klines, market_name).await?;
+        copy_rows(tx, klines, market_name).await?;
 
         let truncated: Vec<&Kline> = klines.iter().filter(|k| k.is_truncated()).collect();
         let written = if truncated.is_empty() {
@@ -262,14 +288,12 @@ impl CandleSink {
                             "alerts": mode == AlertMode::Evaluate,
                         }),
                     };
-                    insert_quality(&tx, &ev, market).await?;
+                    insert_quality(tx, &ev, market).await?;
                     warn!(symbol = %k.symbol, open_time = %k.open_time, close_time = %k.close_time, "stored truncated kline");
                 }
             }
             rows.len() as u64
         };
-        tx.commit().await.map_err(SinkError::db("commit"))?;
-        metrics::counter!(metric::KLINES_WRITTEN).increment(written);
         Ok(written)
     }
 
@@ -366,6 +390,49 @@ impl TickImport<'_> {
 
     pub async fn commit(self) -> Result<(), SinkError> {
         self.tx.commit().await.map_err(SinkError::db("commit"))
+    }
+}
+
+/// An open transaction of a [`CandleSink`] into which several batches are written; nothing
+/// is stored unless [`CandleTransaction::commit`] succeeds (dropped: rolled back).
+pub struct CandleTransaction<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+    market: Market,
+    mode: AlertMode,
+    batches: u64,
+    written: u64,
+}
+
+impl CandleTransaction<'_> {
+    /// Writes one batch (COPY into the staging table, then the upsert) and returns how many
+    /// rows it inserted or changed.
+    pub async fn write(&mut self, klines: &[Kline]) -> Result<u64, SinkError> {
+        if klines.is_empty() {
+            return Ok(0);
+        }
+        if self.batches > 0 {
+            // the staging table empties at commit only: the previous batch is still in it
+            self.tx
+                .batch_execute(&format!("TRUNCATE {STAGING_TABLE}"))
+                .await
+                .map_err(SinkError::db("truncate staging"))?;
+        }
+        self.batches += 1;
+        let written = CandleSink::write_in(&self.tx, klines, self.mode, self.market).await?;
+        self.written += written;
+        Ok(written)
+    }
+
+    /// Commits every batch written; returns the rows they inserted or changed.
+    pub async fn commit(self) -> Result<u64, SinkError> {
+        self.tx.commit().await.map_err(SinkError::db("commit"))?;
+        metrics::counter!(metric::KLINES_WRITTEN).increment(self.written);
+        Ok(self.written)
+    }
+
+    /// Discards every batch written.
+    pub async fn rollback(self) -> Result<(), SinkError> {
+        self.tx.rollback().await.map_err(SinkError::db("rollback"))
     }
 }
 

@@ -3,5 +3,5 @@
 pub mod copy;
 pub mod core;
 
-pub use copy::{AlertMode, CandleSink, QualityEvent, RetryingSink, SinkError};
+pub use copy::{AlertMode, CandleSink, CandleTransaction, QualityEvent, RetryingSink, SinkError};
 pub use core::CopyRow;
