@@ -194,9 +194,9 @@ impl Kline {
     /// the batch it would have been written with.
     ///
     /// # Rules  symbol `^[A-Z0-9][A-Z0-9_]{0,39}$`; open_time on a whole minute and at most
-    ///          [`MAX_CLOCK_SKEW_MS`] after `now`; open_time < close_time < open_time + 1 min;
-    ///          0 < low ≤ open, close ≤ high < 1e15; volumes, quote volumes and taker volumes
-    ///          in [0, 1e20); every decimal with at most 20 decimals; trades ≥ 0.
+    ///   [`MAX_CLOCK_SKEW_MS`] after `now`; open_time < close_time < open_time + 1 min;
+    ///   0 < low ≤ open, close ≤ high < 1e15; volumes, quote volumes and taker volumes
+    ///   in [0, 1e20); every decimal with at most 20 decimals; trades ≥ 0.
     /// # Errors ParseError::Invalid with the first rule broken.
     pub fn validate_at(&self, now: DateTime<Utc>) -> Result<(), ParseError> {
         let invalid = |reason: String| Err(ParseError::Invalid(reason));

@@ -158,12 +158,12 @@ impl NotifyConfig {
     /// the back-off says; a longer server delay (capped at [`sink::MAX_RETRY_AFTER`]) wins.
     ///
     /// # Input   `failures`: consecutive failed sends, this one included when it counts (not
-    ///           for 429); `rate_limited`: consecutive 429 answers, this one included;
-    ///           `server`: the server's Retry-After / retry_after.
+    ///   for 429); `rate_limited`: consecutive 429 answers, this one included;
+    ///   `server`: the server's Retry-After / retry_after.
     /// # Output  ≥ [`NotifyConfig::retry_delay`]`(rate_limited)` for a 429 of a healthy sink,
-    ///           ≥ `retry_delay(failures)` otherwise — for an unhealthy sink (failures ≥
-    ///           unhealthy_after) that is the `--unhealthy-retry-ms` delay (with jitter ≥
-    ///           half of it), whatever the server asked.
+    ///   ≥ `retry_delay(failures)` otherwise — for an unhealthy sink (failures ≥
+    ///   unhealthy_after) that is the `--unhealthy-retry-ms` delay (with jitter ≥
+    ///   half of it), whatever the server asked.
     pub fn next_delay(
         &self,
         class: &ErrorClass,
