@@ -96,3 +96,23 @@ SELECT pg_catalog.pg_has_role(current_user, n.nspowner, 'MEMBER')
 $$;
 COMMENT ON FUNCTION market._is_owner() IS
   'Internal: true when current_user is (a member of) the owner of schema market, or a superuser.';
+
+-- Makes a table a hypertable partitioned by time (TimescaleDB only; a no-op otherwise), in the
+-- spelling TimescaleDB 2.29 documents (by_range), which 2.28 accepts too.
+CREATE OR REPLACE FUNCTION market._create_hypertable(p_table regclass, p_column name,
+                                                    p_chunk interval) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+  v_ts name := market._timescaledb_schema();
+BEGIN
+  IF v_ts IS NOT NULL THEN
+    EXECUTE format('SELECT %I.create_hypertable(%L::regclass, %I.by_range(%L, %L::interval), '
+                   'if_not_exists => true, migrate_data => true)',
+                   v_ts, p_table, v_ts, p_column, p_chunk);
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION market._create_hypertable(regclass, name, interval) IS
+  'Internal: TimescaleDB only: create_hypertable(p_table, by_range(p_column, p_chunk), '
+  'if_not_exists, migrate_data); does nothing on plain PostgreSQL.';

@@ -214,14 +214,15 @@ BEGIN
     PERFORM pg_notify(market.alert_channel(), p) FROM unnest(v_payloads) AS p;
   END IF;
 
-  -- retention, in candle time; a candle dated in the future (a loader's ms/us mistake, or a
-  -- hostile writer) must not make everything else look old: "now" is at most a day ahead of
-  -- the server clock (as in market.apply_retention); no rows, no candle time: nothing is old
-  -- (least() would skip the NULL and fall back to the clock)
+  -- retention, in candle time; a candle dated in the future (one stored before
+  -- candles_1m_open_time_check existed) must not make everything else look old: "now" is at
+  -- most the server clock plus the 2 minutes of tolerated skew (as in market.apply_retention);
+  -- no rows, no candle time: nothing is old (least() would skip the NULL and fall back to the
+  -- clock)
   SELECT max(r.open_time) INTO v_latest FROM unnest(p_rows) r;
   IF v_latest IS NOT NULL THEN
     DELETE FROM market.alert_history
-     WHERE open_time < least(v_latest, now() + interval '1 day')
+     WHERE open_time < least(v_latest, now() + interval '2 minutes')
                        - (SELECT alert_history_retention FROM market.settings);
   END IF;
   RETURN coalesce(cardinality(v_ids), 0);

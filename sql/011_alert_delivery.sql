@@ -42,7 +42,11 @@ COMMENT ON TABLE market.alert_sinks IS
   'the alert JSON as-is, signed with X-Signature: sha256=HMAC-SHA256(signing_secret, body) when '
   'signing_secret is set. target and signing_secret are secrets: only ta_notifier and the owner '
   'can read them (ta_rule_admin writes them without reading them back). A sink receives the '
-  'alerts of its enabled subscriptions (market.alert_subscriptions) while enabled.';
+  'alerts of its enabled subscriptions (market.alert_subscriptions) while enabled. At most '
+  'market.settings.max_enabled_sinks (default 20) sinks are enabled at once (error 23514 '
+  'alert_sinks_enabled_limit otherwise). Webhook targets on loopback, private, link-local, '
+  'unique-local, multicast or unspecified addresses are refused by the notifier unless its '
+  'operator allows them (ta-feed notify --allow-private-targets / --allow-target-network).';
 COMMENT ON COLUMN market.alert_sinks.name IS
   'Unique name shown in logs, metrics and market.alert_sink_status (1-63 of [A-Za-z0-9_.-]).';
 COMMENT ON COLUMN market.alert_sinks.kind IS 'discord, telegram or webhook.';
@@ -119,7 +123,9 @@ COMMENT ON COLUMN market.alert_deliveries.failed_at IS
   'When the notifier gave up (permanent error); see last_error. '
   'market.retry_alert_deliveries() queues such rows again.';
 COMMENT ON COLUMN market.alert_deliveries.last_error IS
-  'The last failure (HTTP status and the sink''s message, or the network error), secrets redacted.';
+  'The last failure, secrets redacted, at most a few hundred characters on one line: the HTTP '
+  'status (plus Discord''s message or Telegram''s description, capped; a webhook''s answer is '
+  'never stored), the network error, or why the target was refused.';
 
 CREATE TABLE IF NOT EXISTS market.alert_sink_status (
     sink_id              integer     PRIMARY KEY REFERENCES market.alert_sinks ON DELETE CASCADE,
@@ -135,6 +141,53 @@ COMMENT ON TABLE market.alert_sink_status IS
   'consecutive failed sends (default 5; 429 rate limits do not count) and true again at the next '
   'success; an unhealthy sink is retried slowly (--unhealthy-retry-ms) and never holds back the '
   'others. last_error has secrets redacted.';
+
+-- At most market.settings.max_enabled_sinks enabled sinks: each one is a worker of the
+-- notifier (and a share of its bounded connection pool); a rule admin must not be able to
+-- add hundreds.  Statement triggers (transition tables), so a multi-row statement is checked
+-- once; the settings row is locked first, so two transactions enabling sinks at once take
+-- turns and the second counts the first one's sinks (READ COMMITTED, the default).
+CREATE OR REPLACE FUNCTION market._alert_sinks_limit() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+  v_added bigint;
+  v_max integer;
+  v_enabled bigint;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    SELECT count(*) INTO v_added FROM new_rows WHERE enabled;
+  ELSE
+    SELECT (SELECT count(*) FROM new_rows WHERE enabled)
+         - (SELECT count(*) FROM old_rows WHERE enabled) INTO v_added;
+  END IF;
+  IF v_added <= 0 THEN
+    RETURN NULL;  -- nothing newly enabled (lowering the count is always allowed)
+  END IF;
+  SELECT max_enabled_sinks INTO v_max FROM market.settings FOR UPDATE;
+  SELECT count(*) INTO v_enabled FROM market.alert_sinks WHERE enabled;
+  IF v_enabled > v_max THEN
+    RAISE EXCEPTION 'too many enabled alert sinks: % (market.settings.max_enabled_sinks = %)',
+                    v_enabled, v_max
+      USING ERRCODE = 'check_violation', CONSTRAINT = 'alert_sinks_enabled_limit',
+            HINT = 'Disable or delete a sink, or have the schema owner raise '
+                   'market.settings.max_enabled_sinks.';
+  END IF;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION market._alert_sinks_limit() IS
+  'Internal: AFTER INSERT/UPDATE statement trigger of market.alert_sinks; refuses (23514, '
+  'alert_sinks_enabled_limit) a statement that enables sinks beyond '
+  'market.settings.max_enabled_sinks.';
+DROP TRIGGER IF EXISTS alert_sinks_limit_insert ON market.alert_sinks;
+CREATE TRIGGER alert_sinks_limit_insert AFTER INSERT ON market.alert_sinks
+  REFERENCING NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION market._alert_sinks_limit();
+DROP TRIGGER IF EXISTS alert_sinks_limit_update ON market.alert_sinks;
+CREATE TRIGGER alert_sinks_limit_update AFTER UPDATE ON market.alert_sinks
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION market._alert_sinks_limit();
 
 -- One delivery per (alert, enabled sink with a matching enabled subscription).
 CREATE OR REPLACE FUNCTION market._enqueue_deliveries(p_alert_ids bigint[])

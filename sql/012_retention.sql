@@ -7,6 +7,32 @@
 -- TimescaleDB job every hour, or ta-feed stream every hour on plain PostgreSQL (call it from
 -- cron when you write candles another way).
 
+-- The cutoffs of retention, one definition for market.apply_retention() and
+-- market.timescaledb_job_health(): candle time ("now" = the newest stored candle), but at most
+-- the server clock plus the 2 minutes of skew candles_1m accepts (candles_1m_open_time_check),
+-- so a candle dated in the future (stored before that check existed) cannot make every
+-- instrument look old.  No candles: no candle time, so no cutoffs (nothing is old).
+CREATE OR REPLACE FUNCTION market.retention_cutoffs(OUT candle_now timestamptz,
+                                                    OUT candles_cutoff timestamptz,
+                                                    OUT alerts_cutoff timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+  SELECT t.n,
+         CASE WHEN s.candles_retention IS NOT NULL
+              THEN date_bin('1 day', t.n - s.candles_retention, timestamptz '2000-01-01 00:00:00+00')
+         END,
+         t.n - s.alert_history_retention
+    FROM (SELECT CASE WHEN max(h.open_time) IS NULL THEN NULL
+                      ELSE least(max(h.open_time), now() + interval '2 minutes') END AS n
+            FROM market.screener_state h) t,
+         market.settings s
+$$;
+COMMENT ON FUNCTION market.retention_cutoffs() IS
+  'Retention cutoffs in candle time: candle_now = the newest stored candle (at most the server '
+  'clock + 2 minutes; NULL without candles), candles_cutoff = the UTC midnight at or before '
+  'candle_now - settings.candles_retention (NULL: keep every candle), alerts_cutoff = candle_now - '
+  'settings.alert_history_retention. market.apply_retention() deletes what lies before them.';
+
 CREATE OR REPLACE FUNCTION market.apply_retention(OUT candles_cutoff timestamptz,
                                                   OUT candles_deleted bigint,
                                                   OUT alerts_cutoff timestamptz,
@@ -23,21 +49,20 @@ DECLARE
   i record;
 BEGIN
   SELECT * INTO s FROM market.settings;
-  -- candle time, but at most a day ahead of the server clock: one candle dated in the future
-  -- (a loader's ms/us mistake, or a hostile writer) must not make every instrument look old.
-  -- No candles: no candle time, nothing is old (least() would skip the NULL and use the clock)
-  SELECT max(h.open_time) INTO v_latest FROM market.screener_state h;
+  -- the tick tables keep their own time (sql/013_ticks.sql)
+  IF to_regprocedure('market.apply_tick_retention()') IS NOT NULL THEN
+    PERFORM market.apply_tick_retention();
+  END IF;
+  SELECT r.candle_now, r.candles_cutoff, r.alerts_cutoff
+    INTO v_latest, candles_cutoff, alerts_cutoff FROM market.retention_cutoffs() r;
   candles_deleted := 0;
   alerts_deleted := 0;
   deliveries_deleted := 0;
   IF v_latest IS NULL THEN
     RETURN;
   END IF;
-  v_latest := least(v_latest, now() + interval '1 day');
 
   IF s.candles_retention IS NOT NULL THEN
-    candles_cutoff := date_bin('1 day', v_latest - s.candles_retention,
-                               timestamptz '2000-01-01 00:00:00+00');
     IF v_ts IS NOT NULL THEN
       -- a compression policy job working on the same chunks can deadlock with drop_chunks:
       -- the loser of the two retries (after the job is done) instead of failing the call.  The
@@ -77,18 +102,18 @@ BEGIN
     END IF;
   END IF;
 
-  alerts_cutoff := v_latest - s.alert_history_retention;
   DELETE FROM market.alert_history h WHERE h.open_time < alerts_cutoff;
   GET DIAGNOSTICS alerts_deleted = ROW_COUNT;
   deliveries_deleted := market.prune_alert_deliveries();
 END
 $$;
 COMMENT ON FUNCTION market.apply_retention() IS
-  'Apply market.settings retention in candle time (newest stored candle = now, but at most a day '
-  'ahead of the server clock, so a future-dated candle cannot age everything else): drop whole UTC '
+  'Apply market.settings retention in candle time (newest stored candle = now, but at most 2 '
+  'minutes ahead of the server clock, so a future-dated candle cannot age everything else): drop whole UTC '
   'days of candles older than candles_retention (TimescaleDB drop_chunks, else DELETE; NULL '
   'retention keeps everything), delete alerts older than alert_history_retention and deliveries '
-  'of deleted alerts. Returns the cutoffs and counts. A TimescaleDB job runs it every hour; '
+  'of deleted alerts; and the tick tables'' retention (market.apply_tick_retention(), tick '
+  'time). Returns the cutoffs and counts. A TimescaleDB job runs it every hour; '
   'ta-feed stream calls it every hour (--retention-interval-secs). SECURITY DEFINER: what it '
   'deletes is decided by market.settings (owner and ta_rule_admin), so ta_writer may run it.';
 
@@ -114,19 +139,20 @@ BEGIN
   IF v_ts IS NULL THEN
     RETURN;
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM timescaledb_information.compression_settings
-                  WHERE hypertable_schema = 'market' AND hypertable_name = 'candles_1m') THEN
-    ALTER TABLE market.candles_1m SET (timescaledb.compress,
-                                       timescaledb.compress_segmentby = 'market, symbol',
-                                       timescaledb.compress_orderby = 'open_time');
+  -- the columnstore spelling TimescaleDB 2.29 documents (2.28 accepts it too)
+  IF NOT EXISTS (SELECT 1 FROM timescaledb_information.hypertable_columnstore_settings
+                  WHERE hypertable = 'market.candles_1m'::regclass AND segmentby IS NOT NULL) THEN
+    ALTER TABLE market.candles_1m SET (timescaledb.enable_columnstore = true,
+                                       timescaledb.segmentby = 'market, symbol',
+                                       timescaledb.orderby = 'open_time');
   END IF;
   IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs
                   WHERE proc_name = 'policy_compression' AND hypertable_schema = 'market'
                     AND hypertable_name = 'candles_1m'
                     AND config->>'compress_after' = v_after::text) THEN
-    EXECUTE format('SELECT %I.remove_compression_policy(%L::regclass, if_exists => true)',
+    EXECUTE format('CALL %I.remove_columnstore_policy(%L::regclass, if_exists => true)',
                    v_ts, 'market.candles_1m');
-    EXECUTE format('SELECT %I.add_compression_policy(%L::regclass, compress_after => %L::interval)',
+    EXECUTE format('CALL %I.add_columnstore_policy(%L::regclass, after => %L::interval)',
                    v_ts, 'market.candles_1m', v_after);
   END IF;
   IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs
@@ -134,12 +160,17 @@ BEGIN
     EXECUTE format('SELECT %I.add_job(%L::regproc, %L::interval)', v_ts,
                    'market._retention_job', '1 hour');
   END IF;
+  -- the tick hypertables (sql/013_ticks.sql, which applies them itself the first time)
+  IF to_regprocedure('market._apply_tick_policies()') IS NOT NULL THEN
+    PERFORM market._apply_tick_policies();
+  END IF;
 END
 $$;
 COMMENT ON FUNCTION market._apply_policies() IS
   'Internal: TimescaleDB only: compression settings and policy of market.candles_1m '
-  '(segmentby market, symbol; orderby open_time; after settings.compress_after) and the hourly '
-  'retention job. Called by the schema migration and when market.settings changes.';
+  '(segmentby market, symbol; orderby open_time; after settings.compress_after), the hourly '
+  'retention job, and the tick tables'' columnstore (market._apply_tick_policies()). Called by '
+  'the schema migration and when market.settings changes.';
 
 CREATE OR REPLACE FUNCTION market._settings_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS

@@ -2,13 +2,16 @@
 -- Group roles (NOLOGIN); grant them to login roles:
 --   ta_reader      read everything in market except sink secrets; run the screener functions
 --                  and backtests (BI tools: Grafana, Metabase, Superset; LISTEN needs no grant).
---   ta_writer      ta_reader + write candles and the data-quality log (ta-feed, your loaders).
+--   ta_writer      ta_reader + write candles, ticks (agg_trades, book_tickers) and the
+--                  data-quality log (ta-feed, your loaders).
 --                  Alert evaluation runs inside the candle triggers as the schema owner, so a
 --                  writer needs no rights on rules, state or alert history.
 --   ta_rule_admin  ta_reader + create, edit, enable/disable and delete custom alert rules,
---                  tune presets' config, edit market.settings, manage sinks (writing secrets
---                  it cannot read back) and subscriptions.
---   ta_notifier    ta_reader + read sink secrets, record delivery outcomes (ta-feed notify).
+--                  tune presets' config, edit market.settings (all but max_enabled_sinks,
+--                  the owner's), manage sinks (writing secrets it cannot read back) and
+--                  subscriptions.
+--   ta_notifier    ta_reader + read sink secrets, record delivery outcomes (ta-feed notify:
+--                  UPDATE of the outcome columns of alert_deliveries only).
 -- The roles are created by 001_schema.sql (first, so every file's grants find them); when the
 -- applying role lacks CREATEROLE they are skipped with a NOTICE and the grants below are
 -- applied only to roles that exist.
@@ -52,7 +55,8 @@ DECLARE
     'market._frun1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
     'market._frun(text[], text[], timestamptz[], timestamptz[], timestamptz[], timestamptz[], timestamptz[])',
     'market._srun1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
-    'market._frows1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)'];
+    'market._frows1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
+    'market.timescaledb_job_health()', 'market.retention_cutoffs()'];
   f text;
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_reader') THEN
@@ -74,18 +78,29 @@ BEGIN
     GRANT INSERT, UPDATE, DELETE ON market.candles_1m TO ta_writer;
     GRANT INSERT ON market.data_quality_log TO ta_writer;
     GRANT EXECUTE ON FUNCTION market.apply_retention() TO ta_writer;
+    -- ticks: ta-feed inserts with ON CONFLICT DO NOTHING (INSERT is enough); retention runs
+    -- as the schema owner
+    GRANT INSERT ON market.agg_trades, market.book_tickers TO ta_writer;
+    GRANT EXECUTE ON FUNCTION market.apply_tick_retention() TO ta_writer;
   END IF;
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_rule_admin') THEN
     GRANT ta_reader TO ta_rule_admin;
     GRANT INSERT, UPDATE, DELETE ON market.alert_rules TO ta_rule_admin;
-    GRANT UPDATE ON market.settings TO ta_rule_admin;
+    -- settings: every column but max_enabled_sinks (the bound on what a rule admin adds)
+    REVOKE UPDATE ON market.settings FROM ta_rule_admin;
+    GRANT UPDATE (alert_history_retention, candles_retention, compress_after) ON market.settings
+      TO ta_rule_admin;
     GRANT INSERT, UPDATE, DELETE ON market.alert_sinks, market.alert_subscriptions
       TO ta_rule_admin;
   END IF;
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_notifier') THEN
     GRANT ta_reader TO ta_notifier;
     GRANT SELECT ON market.alert_sinks TO ta_notifier;
-    GRANT UPDATE ON market.alert_deliveries TO ta_notifier;
+    -- only the outcome columns: a table-wide UPDATE would let the notifier move a delivery to
+    -- another sink or alert (revoking the table privilege also drops column grants: re-grant)
+    REVOKE UPDATE ON market.alert_deliveries FROM ta_notifier;
+    GRANT UPDATE (attempts, next_attempt_at, delivered_at, failed_at, last_error)
+      ON market.alert_deliveries TO ta_notifier;
   END IF;
 END
 $$;

@@ -28,8 +28,10 @@ SELECT candles_cutoff IS NULL AS keeps_candles, candles_deleted
   FROM market.apply_retention();
 SELECT count(*) FROM market.candles_1m WHERE symbol = 'RETNUSDT';
 
--- at least 3 days, so the live windows stay complete
+-- at least 3 days, so the live windows stay complete (terse: the settings row grows columns)
+\set VERBOSITY terse
 UPDATE market.settings SET candles_retention = '1 day';
+\set VERBOSITY default
 UPDATE market.settings SET candles_retention = '3 days';
 -- newest candle 2024-03-06 23:00: whole days before 2024-03-03 00:00 go (2024-03-01, -02)
 SELECT candles_cutoff, candles_deleted FROM market.apply_retention();
@@ -40,9 +42,11 @@ SELECT (s."row").candles, (s."row").open_time FROM market.screener_state s
 -- idempotent
 SELECT candles_deleted FROM market.apply_retention();
 
--- hostile: a writer stores one candle dated 2999.  Retention's "now" stays at most a day ahead
--- of the server clock, so the cutoff is not in the future and no instrument looks old because
--- of it (before the fix the cutoff was 2998-12-29: every candle and alert would have gone)
+-- hostile: a writer stores one candle dated 2999.  It is refused (candles_1m_open_time_check:
+-- at most 2 minutes after the server clock), and retention's "now" stays at most 2 minutes
+-- ahead of the server clock anyway (a database may hold such a candle from before the check:
+-- market_security), so the cutoff is not in the future and no instrument looks old because of
+-- it (before the first fix the cutoff was 2998-12-29: every candle and alert would have gone)
 SET ROLE ta_writer;
 INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low, close,
                                volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)

@@ -148,6 +148,98 @@ SELECT target FROM market.alert_sinks;
 RESET ROLE;
 DELETE FROM market.alert_sinks;
 
+-- 8. A candle in the future (issue 18.4): refused at the door for every writer
+-- (candles_1m_open_time_check: open_time <= statement_timestamp() + 2 minutes); a kline that
+-- closed is never in the future.  999999999960000 is the importer's ms-just-under-the-us-
+-- threshold case (year 33658).
+CREATE FUNCTION pg_temp.candle_at(p_symbol text, p_open timestamptz) RETURNS void
+LANGUAGE sql AS $$
+  INSERT INTO market.candles_1m (symbol, open_time, close_time, open, high, low, close, volume,
+                                 quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
+  VALUES (p_symbol, date_bin('1 minute', p_open, timestamptz '2000-01-01'),
+          date_bin('1 minute', p_open, timestamptz '2000-01-01') + interval '59.999 s',
+          1, 2, 1, 2, 1, 1, 1, 0, 0)
+$$;
+GRANT EXECUTE ON FUNCTION pg_temp.candle_at(text, timestamptz) TO ta_writer;
+SET ROLE ta_writer;
+SELECT n, pg_temp.refused(q) AS future_candle FROM (VALUES
+  (1, $q$SELECT pg_temp.candle_at('FUTUSDT', now() + interval '1 day')$q$),
+  (2, $q$SELECT pg_temp.candle_at('FUTUSDT', now() + interval '3 minutes')$q$),
+  (3, $q$SELECT pg_temp.candle_at('FUTUSDT', to_timestamp(999999999960000 / 1000.0))$q$),
+  (4, $q$SELECT pg_temp.candle_at('FUTUSDT', now() + interval '1 minute')$q$),
+  (5, $q$SELECT pg_temp.candle_at('FUTUSDT', now() - interval '1 minute')$q$)
+) AS t(n, q) ORDER BY n;
+RESET ROLE;
+SELECT count(*) AS stored_now_candles FROM market.candles_1m WHERE symbol = 'FUTUSDT';
+DELETE FROM market.candles_1m WHERE symbol = 'FUTUSDT';
+
+-- 9. Retention's "now" holds against a future candle that a database kept from before that
+-- check existed: alerts 30 h and 47 h old stay (alert_history_retention is 48 h), at the
+-- candle's own evaluation and in apply_retention() (0.2.0 allowed one day ahead and deleted
+-- both).
+INSERT INTO market.alert_history (symbol, rule_id, rule, open_time, close_time, price, payload)
+SELECT 'OLDUSDT', r.rule_id, r.name,
+       date_bin('1 minute', now() - h * interval '1 hour', timestamptz '2000-01-01'),
+       date_bin('1 minute', now() - h * interval '1 hour', timestamptz '2000-01-01')
+         + interval '59.999 s', 1, '{}'
+  FROM market.alert_rules r, (VALUES (30), (47)) AS v(h) WHERE r.name = 'big_bull_60';
+ALTER TABLE market.candles_1m DROP CONSTRAINT candles_1m_open_time_check;
+SELECT pg_temp.candle_at('FUTUSDT', now() + interval '1 day');
+ALTER TABLE market.candles_1m ADD CONSTRAINT candles_1m_open_time_check
+  CHECK (open_time <= statement_timestamp() + interval '2 minutes') NOT VALID;
+SELECT count(*) AS alerts_kept_at_evaluation FROM market.alert_history WHERE symbol = 'OLDUSDT';
+SELECT alerts_cutoff < now() - interval '47 hours' AS cutoff_before_both FROM market.apply_retention();
+SELECT count(*) AS alerts_kept_by_retention FROM market.alert_history WHERE symbol = 'OLDUSDT';
+DELETE FROM market.candles_1m WHERE symbol = 'FUTUSDT';
+DELETE FROM market.alert_history WHERE symbol = 'OLDUSDT';
+ALTER TABLE market.candles_1m VALIDATE CONSTRAINT candles_1m_open_time_check;
+
+-- 10. The notifier records outcomes and nothing else (issue 18.8): it may not move a delivery
+-- to another sink or alert
+INSERT INTO market.alert_sinks (name, kind, target)
+VALUES ('hook_a', 'webhook', 'https://example.invalid/a'),
+       ('hook_b', 'webhook', 'https://example.invalid/b');
+INSERT INTO market.alert_deliveries (alert_id, sink_id)
+SELECT 424242, sink_id FROM market.alert_sinks WHERE name = 'hook_a';
+SET ROLE ta_notifier;
+UPDATE market.alert_deliveries SET sink_id = (SELECT sink_id FROM market.alert_sinks WHERE name = 'hook_b');
+UPDATE market.alert_deliveries SET alert_id = 1;
+UPDATE market.alert_deliveries SET created_at = now();
+UPDATE market.alert_deliveries
+   SET attempts = attempts + 1, last_error = 'HTTP 503 Service Unavailable', next_attempt_at = now(),
+       failed_at = NULL, delivered_at = NULL
+ WHERE alert_id = 424242;
+RESET ROLE;
+SELECT d.alert_id, s.name, d.attempts, d.last_error
+  FROM market.alert_deliveries d JOIN market.alert_sinks s USING (sink_id);
+DELETE FROM market.alert_sinks;
+
+-- 11. At most market.settings.max_enabled_sinks enabled sinks (issue 18.3; 23514
+-- alert_sinks_enabled_limit); the bound is the owner's, not the rule admin's
+UPDATE market.settings SET max_enabled_sinks = 2;
+GRANT EXECUTE ON FUNCTION pg_temp.refused(text) TO ta_rule_admin;
+SET ROLE ta_rule_admin;
+SELECT n, pg_temp.refused(q) AS sinks FROM (VALUES
+  (1, $q$INSERT INTO market.alert_sinks (name, kind, target)
+         VALUES ('s1', 'webhook', 'https://example.invalid/1'),
+                ('s2', 'webhook', 'https://example.invalid/2')$q$),
+  (2, $q$INSERT INTO market.alert_sinks (name, kind, target)
+         VALUES ('s3', 'webhook', 'https://example.invalid/3')$q$),
+  (3, $q$INSERT INTO market.alert_sinks (name, kind, target, enabled)
+         VALUES ('s3', 'webhook', 'https://example.invalid/3', false)$q$),
+  (4, $q$UPDATE market.alert_sinks SET enabled = true WHERE name = 's3'$q$),
+  (5, $q$UPDATE market.alert_sinks SET enabled = NOT enabled$q$),
+  (6, $q$UPDATE market.alert_sinks SET enabled = true$q$),
+  (7, $q$UPDATE market.settings SET max_enabled_sinks = 1000$q$),
+  (8, $q$UPDATE market.settings SET alert_history_retention = '48 hours'$q$)
+) AS t(n, q) ORDER BY n;
+RESET ROLE;
+SELECT name, enabled FROM market.alert_sinks ORDER BY name;
+SELECT pg_temp.refused($q$UPDATE market.settings SET max_enabled_sinks = 1001$q$) AS owner_bound;
+DELETE FROM market.alert_sinks;
+UPDATE market.settings SET max_enabled_sinks = DEFAULT;
+SELECT max_enabled_sinks FROM market.settings;
+
 -- cleanup
 DELETE FROM market.candles_1m WHERE symbol = 'SECUSDT';
 DELETE FROM market.alert_history WHERE symbol = 'SECUSDT';

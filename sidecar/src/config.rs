@@ -11,6 +11,9 @@ use crate::constants::{ALERT_CHANNEL, DEFAULT_DATABASE_URL, DEFAULT_MAX_CONNECTI
 use crate::market::Market;
 use crate::notify::{DEFAULT_DISCORD_API_URL, DEFAULT_TELEGRAM_API_URL};
 
+/// Re-exported from [`crate::db`], where it lives (a lower layer than the command line).
+pub use crate::db::redact_database_url;
+
 /// ta-feed: Binance 1-minute klines into PostgreSQL for pg_ta.
 #[derive(Debug, Parser)]
 #[command(name = "ta-feed", version, about, long_about = None)]
@@ -198,6 +201,110 @@ pub struct StreamArgs {
     #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub retention_interval_secs: u64,
+
+    /// With TimescaleDB: check the jobs pg_ta relies on (compression, continuous-aggregate
+    /// refresh, retention) this often, seconds, by status and by outcome
+    /// (market.timescaledb_job_health()); 0 = never.
+    #[arg(long, env = "TIMESCALEDB_CHECK_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub timescaledb_check_secs: u64,
+
+    /// A TimescaleDB job's work that stays pending (as seen by these checks) for longer than
+    /// this is overdue, seconds (default: two schedule intervals of the job, at least 10
+    /// minutes).
+    #[arg(long, env = "TIMESCALEDB_OVERDUE_MARGIN_SECS",
+          value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub timescaledb_overdue_margin_secs: Option<u64>,
+
+    /// Report overdue TimescaleDB jobs but never run them (by default ta-feed runs an overdue
+    /// job itself with CALL run_job(id)).
+    #[arg(long, env = "NO_TIMESCALEDB_REPAIR")]
+    pub no_timescaledb_repair: bool,
+
+    #[command(flatten)]
+    pub ticks: TickArgs,
+}
+
+/// The tick options of `stream` (aggTrades and book tickers).
+#[derive(Debug, Clone, Args)]
+pub struct TickArgs {
+    /// Stream kinds, comma separated: kline (closed 1m klines → market.candles_1m), agg_trade
+    /// (aggregate trades → market.agg_trades, gaps filled by id over REST), book_ticker (best
+    /// bid/ask → market.book_tickers, gaps recorded). USD-M: klines and aggTrades on /market,
+    /// book tickers on /public.
+    #[arg(long, env = "STREAMS", value_enum, value_delimiter = ',', num_args = 1..,
+          default_value = "kline")]
+    pub streams: Vec<crate::binance::kind::StreamKind>,
+
+    /// Tick rows per COPY transaction at most.
+    #[arg(long, env = "TICK_BATCH_ROWS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub tick_batch_rows: u64,
+
+    /// Write buffered ticks at the latest this many milliseconds after the first one.
+    #[arg(long, env = "TICK_FLUSH_MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub tick_flush_ms: u64,
+
+    /// Ticks waiting per kind (aggTrades, book tickers) before live ticks are refused: the
+    /// memory cap. Refused aggTrades are recovered over REST by id once the buffer drained to
+    /// half; refused book tickers are a recorded gap.
+    #[arg(long, env = "TICK_BUFFER_ROWS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(100..=100_000_000))]
+    pub tick_buffer_rows: u64,
+
+    /// Longest wait, milliseconds, of a live candle for the ticks received before it to be
+    /// committed (their minute's trades and book tickers are then in the database when the
+    /// candle's transaction runs); 0: do not wait.
+    #[arg(long, env = "TICK_FLUSH_WAIT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub tick_flush_wait_ms: u64,
+
+    /// Missing aggTrade ids are fetched over REST when still missing this many milliseconds
+    /// after the jump (a lagging connection, e.g. during a rotation, usually delivers them).
+    #[arg(long, env = "TRADE_GAP_GRACE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub trade_gap_grace_ms: u64,
+
+    /// A gap of more aggTrade ids than this is logged as unfilled instead of read over REST
+    /// (import the exchange's dumps for long outages).
+    #[arg(long, env = "TRADE_GAP_MAX_IDS", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub trade_gap_max_ids: i64,
+
+    /// Share of --rest-weight-soft-limit that aggTrade gap fills may spend per minute (the
+    /// rest is kept for kline backfill, kline gap fills and exchangeInfo), in (0, 1].
+    #[arg(long, env = "TRADE_FILL_WEIGHT_SHARE", default_value_t = 0.5,
+          value_parser = finite_in(0.01, 1.0))]
+    pub trade_fill_weight_share: f64,
+
+    /// Database connections writing each tick kind (symbols are spread over them; each
+    /// symbol's rows are committed in order).
+    #[arg(long, env = "TICK_WRITERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub tick_writers: u64,
+
+    /// At a rotation, keep the old connection this many milliseconds after its replacement
+    /// delivered its first message (both deliver; what is seen twice is written once).
+    #[arg(long, env = "ROTATION_OVERLAP_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub rotation_overlap_ms: u64,
+}
+
+impl TickArgs {
+    /// Applies the tick options to a stream configuration.
+    pub fn apply(&self, cfg: &mut crate::stream::StreamConfig) {
+        cfg.streams = self.streams.clone();
+        cfg.tick_batch_rows = self.tick_batch_rows as usize;
+        cfg.tick_flush = Duration::from_millis(self.tick_flush_ms);
+        cfg.tick_buffer_rows = self.tick_buffer_rows as usize;
+        cfg.tick_flush_wait = Duration::from_millis(self.tick_flush_wait_ms);
+        cfg.trade_gap_grace = Duration::from_millis(self.trade_gap_grace_ms);
+        cfg.trade_gap_max_ids = self.trade_gap_max_ids;
+        cfg.rest.trade_weight_share = self.trade_fill_weight_share;
+        cfg.rotation_overlap = Duration::from_millis(self.rotation_overlap_ms);
+        cfg.tick_writers = self.tick_writers as usize;
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -211,7 +318,8 @@ pub struct ImportArgs {
     #[arg(long, env = "IMPORT_SYMBOL")]
     pub symbol: Option<String>,
 
-    /// Rows per COPY + upsert transaction.
+    /// Rows per COPY + upsert statement. Each file is one transaction: a bad row anywhere
+    /// in it leaves nothing of that file behind.
     #[arg(long, env = "IMPORT_BATCH_ROWS", default_value_t = 50_000)]
     pub batch_rows: usize,
 
@@ -224,12 +332,21 @@ pub struct ImportArgs {
     /// one after another, in the order given). Default: the number of CPUs, at most 4.
     #[arg(long, env = "IMPORT_JOBS", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub jobs: Option<u64>,
+
+    /// What the files hold: kline (klines12 CSVs), agg_trade (aggTrades dumps → market.
+    /// agg_trades), book_ticker (futures bookTicker dumps → market.book_tickers). Default: from
+    /// each file name (SYMBOL-aggTrades-..., SYMBOL-bookTicker-..., else klines).
+    #[arg(long, env = "IMPORT_KIND", value_enum)]
+    pub kind: Option<crate::binance::kind::StreamKind>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// klines12 CSV files to serve (any number of files and symbols; symbol from the file
-    /// name). Repeat --file or separate with commas.
+    /// Files to serve (any number of files and symbols; kind and symbol from the file name):
+    /// klines12 CSVs (SYMBOL-1m-...), aggTrades dumps (SYMBOL-aggTrades-...: @aggTrade, REST
+    /// aggTrades, and the symbol's klines derived from its trades), book-ticker recordings
+    /// (SYMBOL-bookTicker-..., SYMBOL-quotes-....tardis.csv[.gz]: @bookTicker). Plain, .gz or
+    /// .zip. Repeat --file or separate with commas.
     #[arg(long = "file", env = "REPLAY_FILES", value_delimiter = ',', required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
 
@@ -309,6 +426,12 @@ pub struct ReplayArgs {
     /// REQUEST_WEIGHT limit per minute. Default: the market's (spot 6000, usdm 2400).
     #[arg(long, env = "REPLAY_WEIGHT_LIMIT_1M")]
     pub weight_limit_1m: Option<u32>,
+
+    /// Move each book-ticker recording (bookTicker dumps, Tardis quotes) in time so its first
+    /// update is at TIME (RFC 3339 or epoch ms): a recording of another day can accompany the
+    /// trades of this replay.
+    #[arg(long, env = "REPLAY_BOOK_TICKERS_FROM")]
+    pub book_tickers_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -375,6 +498,30 @@ pub struct NotifyArgs {
     #[arg(long, env = "NOTIFY_PRUNE_INTERVAL_SECS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub prune_interval_secs: u64,
+
+    /// Database connections shared by all sink workers (the notifier opens one more to
+    /// LISTEN and read the sinks). A send holds one for its duration; more sinks than
+    /// connections take turns.
+    #[arg(long, env = "NOTIFY_DB_POOL_SIZE", default_value_t = crate::notify::DEFAULT_DB_POOL_SIZE as u64,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub db_pool_size: u64,
+
+    /// Let webhooks reach any address: loopback, private (10/8, 172.16/12, 192.168/16),
+    /// link-local (169.254/16, fe80::/10), unique-local (fc00::/7), multicast, unspecified.
+    /// Off: such targets fail permanently ("webhook target refused"). For tests and trusted
+    /// setups; prefer --allow-target-network.
+    #[arg(long, env = "TA_FEED_ALLOW_PRIVATE_TARGETS",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_private_targets: bool,
+
+    /// Networks (CIDR, e.g. 10.20.0.0/16 or fd00:1::/64; repeat or separate with commas)
+    /// that webhooks may reach although they are not public.
+    #[arg(
+        long = "allow-target-network",
+        env = "TA_FEED_ALLOW_TARGET_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub allow_target_networks: Vec<ipnet::IpNet>,
 }
 
 impl NotifyArgs {
@@ -392,6 +539,11 @@ impl NotifyArgs {
         c.unhealthy_retry = Duration::from_millis(self.unhealthy_retry_ms);
         c.send_timeout = Duration::from_millis(self.send_timeout_ms);
         c.prune_interval = Duration::from_secs(self.prune_interval_secs);
+        c.db_pool_size = self.db_pool_size as usize;
+        c.network = crate::notify::NetworkPolicy {
+            allow_private: self.allow_private_targets,
+            allowed_networks: self.allow_target_networks.clone(),
+        };
         c
     }
 }
@@ -432,89 +584,10 @@ impl StreamArgs {
     }
 }
 
-/// A connection string with its password replaced by `***` (URL form, `?password=` query
-/// parameter, and key=value form).
-pub fn redact_database_url(s: &str) -> String {
-    if s.contains("://") {
-        if let Ok(mut u) = url::Url::parse(s) {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            if u.query_pairs().any(|(k, _)| k == "password") {
-                let pairs: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if k == "password" {
-                            "***".to_string()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            return u.to_string();
-        }
-        return "<unparsable database url>".to_string();
-    }
-    // key=value form: password=secret or password='sec ret'
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(pos) = rest.find("password") {
-        let (before, after) = rest.split_at(pos);
-        out.push_str(before);
-        let after_key = after["password".len()..].trim_start();
-        if let Some(value) = after_key.strip_prefix('=') {
-            out.push_str("password=***");
-            let value = value.trim_start();
-            let end = if let Some(quoted) = value.strip_prefix('\'') {
-                quoted.find('\'').map(|i| i + 2).unwrap_or(value.len())
-            } else {
-                value.find(char::is_whitespace).unwrap_or(value.len())
-            };
-            rest = &value[end..];
-        } else {
-            out.push_str("password");
-            rest = &after["password".len()..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
-
-    #[test]
-    fn redaction() {
-        let cases = [
-            (
-                "postgres://u:secret@h:5432/db",
-                "postgres://u:***@h:5432/db",
-            ),
-            ("postgres://u@h/db", "postgres://u@h/db"),
-            (
-                "postgres://h/db?user=u&password=secret",
-                "postgres://h/db?user=u&password=***",
-            ),
-            (
-                "host=h user=u password=secret dbname=d",
-                "host=h user=u password=*** dbname=d",
-            ),
-            (
-                "host=h password = 'se cret' dbname=d",
-                "host=h password=*** dbname=d",
-            ),
-        ];
-        for (input, want) in cases {
-            let got = redact_database_url(input);
-            assert_eq!(got, want, "{input}");
-            assert!(!got.contains("secret") && !got.contains("cret'"));
-        }
-    }
 
     #[test]
     fn cli_is_consistent_and_parses() {
@@ -628,5 +701,36 @@ mod tests {
         assert!(
             Cli::try_parse_from(["ta-feed", "notify", "--discord-api-url", "not a url"]).is_err()
         );
+        // the network policy: strict by default; private targets and networks on request
+        assert!(!c.network.allow_private && c.network.allowed_networks.is_empty());
+        assert_eq!(c.db_pool_size, crate::notify::DEFAULT_DB_POOL_SIZE);
+        let cli = Cli::try_parse_from([
+            "ta-feed",
+            "notify",
+            "--allow-private-targets",
+            "--allow-target-network",
+            "10.20.0.0/16,fd00:1::/64",
+            "--allow-target-network",
+            "127.0.0.1/32",
+            "--db-pool-size",
+            "2",
+        ])
+        .unwrap();
+        let Command::Notify(n) = cli.command else {
+            panic!()
+        };
+        let c = n.config("postgres://h/db");
+        assert!(c.network.allow_private);
+        assert_eq!(c.network.allowed_networks.len(), 3);
+        assert_eq!(c.db_pool_size, 2);
+        for bad in [
+            ["--allow-target-network", "10.0.0.0/33"],
+            ["--allow-target-network", "localhost"],
+            ["--db-pool-size", "0"],
+            ["--db-pool-size", "65"],
+        ] {
+            let r = Cli::try_parse_from(["ta-feed", "notify", bad[0], bad[1]]);
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
     }
 }

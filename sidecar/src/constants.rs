@@ -15,6 +15,12 @@ pub const CANDLES_TABLE: &str = "market.candles_1m";
 /// Per-connection temporary staging table that binary COPY writes into.
 pub const STAGING_TABLE: &str = "candles_in";
 
+/// Aggregate trades (`sql/013_ticks.sql`).
+pub const AGG_TRADES_TABLE: &str = "market.agg_trades";
+
+/// Best bid/ask updates (`sql/013_ticks.sql`).
+pub const BOOK_TICKERS_TABLE: &str = "market.book_tickers";
+
 /// Table for data-quality events.
 pub const DATA_QUALITY_TABLE: &str = "market.data_quality_log";
 
@@ -51,6 +57,34 @@ pub mod quality_kind {
     pub const DELISTED: &str = "delisted";
     /// A connection was up but delivered no kline for `--silent-timeout-secs`.
     pub const SILENT_CONNECTION: &str = "silent_connection";
+    /// An aggTrade id jump seen on the live stream (detail: first_id, last_id, trigger),
+    /// written with the trade that revealed it; most are filled within the grace period by a
+    /// lagging connection or over REST (`trade_gap_filled`).
+    pub const TRADE_GAP: &str = "trade_gap";
+    /// An aggTrade id range was recovered over REST `aggTrades?fromId=` (rows = trades
+    /// written; detail: first_id, last_id, trigger).
+    pub const TRADE_GAP_FILLED: &str = "trade_gap_filled";
+    /// An aggTrade id range that REST could not fill (delisted, refused, skipped ids, too
+    /// large); detail: first_id, last_id, ids, reason.
+    pub const TRADE_GAP_UNFILLED: &str = "trade_gap_unfilled";
+    /// Book tickers of a symbol were not received in [from_time, to_time] (a disconnect, a
+    /// restart, a full buffer): a state stream has no history to fill it.
+    pub const BOOK_TICKER_GAP: &str = "book_ticker_gap";
+    /// Ticks that failed validation (per kind, symbol and flush: rows = how many; detail has
+    /// a sample with the reason); not written.
+    pub const TICK_REJECTED: &str = "tick_rejected";
+    /// The tick buffer reached its cap: live ticks were refused until it drained (detail:
+    /// kind, dropped, cap); trades come back over REST by id, book tickers are a gap.
+    pub const TICK_OVERFLOW: &str = "tick_overflow";
+    /// A TimescaleDB job pg_ta relies on started failing (detail: job, relation, last error,
+    /// whether its work is overdue) / succeeds again.
+    pub const TIMESCALEDB_JOB_FAILING: &str = "timescaledb_job_failing";
+    pub const TIMESCALEDB_JOB_OK: &str = "timescaledb_job_ok";
+    /// A job's work became overdue (detail.overdue_work) / is done again.
+    pub const TIMESCALEDB_WORK_OVERDUE: &str = "timescaledb_work_overdue";
+    pub const TIMESCALEDB_WORK_DONE: &str = "timescaledb_work_done";
+    /// ta-feed ran an overdue job itself (`CALL run_job`; detail.ok, detail.error).
+    pub const TIMESCALEDB_JOB_RUN: &str = "timescaledb_job_run";
 }
 
 // ---- Binance wire constants ----------------------------------------------------------
@@ -73,6 +107,21 @@ pub const KLINE_CLOSE_OFFSET_MS: i64 = 59_999;
 /// Timestamps at or above this are microseconds (spot dumps from 2025 on), below are ms.
 pub const MICROSECOND_THRESHOLD: i64 = 1_000_000_000_000_000;
 
+// The limits of `market.candles_1m`'s CHECK constraints (sql/002_candles.sql), mirrored by
+// `Kline::validate` so that a kline the table would refuse is rejected alone, before a batch.
+/// Largest open_time accepted: the clock plus this, milliseconds (`candles_1m_open_time_check`:
+/// `open_time <= statement_timestamp() + interval '2 minutes'`). A closed kline is never in
+/// the future; the 2 minutes are the clock skew tolerated between writer and server.
+pub const MAX_CLOCK_SKEW_MS: i64 = 2 * MINUTE_MS;
+/// Prices are below this (`candles_1m_prices_check`: `high < 1e15`).
+pub const PRICE_LIMIT: i64 = 1_000_000_000_000_000;
+/// Volumes are below this (`candles_1m_volumes_check`: `volume < 1e20`, ...).
+pub const VOLUME_LIMIT: i128 = 100_000_000_000_000_000_000;
+/// Most decimals a price or volume may have (`scale(x) <= 20`).
+pub const MAX_DECIMALS: u32 = 20;
+/// Longest symbol (`candles_1m_symbol_check`: `^[A-Z0-9][A-Z0-9_]{0,39}$`).
+pub const MAX_SYMBOL_LEN: usize = 40;
+
 /// REST path of the server time endpoint.
 pub const REST_TIME_PATH: &str = "/api/v3/time";
 /// REST path of the klines endpoint.
@@ -89,6 +138,10 @@ pub const REST_TIME_WEIGHT: u32 = 1;
 pub const REST_WEIGHT_LIMIT_1M: u32 = 6000;
 /// Response header carrying the used weight of the current minute.
 pub const USED_WEIGHT_HEADER: &str = "x-mbx-used-weight-1m";
+
+/// Largest WebSocket message accepted (Binance's are below 10 KiB); a larger one ends the
+/// connection (counted, reconnected) instead of being buffered.
+pub const MAX_WS_MESSAGE_BYTES: usize = 1 << 20;
 
 /// WebSocket path of combined streams.
 pub const WS_COMBINED_PATH: &str = "/stream";
@@ -131,6 +184,35 @@ pub mod metric {
     pub const SYMBOLS: &str = "ta_feed_symbols";
     /// Recovered minutes evaluated for alerts after a gap (`--alert-catchup-minutes`).
     pub const CATCHUP_MINUTES: &str = "ta_feed_alert_catchup_minutes_total";
+    /// Tick messages received, by `kind` (agg_trade, book_ticker).
+    pub const TICKS_RECEIVED: &str = "ta_feed_ticks_received_total";
+    /// Ticks inserted (new rows), by `kind`.
+    pub const TICKS_WRITTEN: &str = "ta_feed_ticks_written_total";
+    /// Ticks refused by validation, by `kind`.
+    pub const TICKS_REJECTED: &str = "ta_feed_ticks_rejected_total";
+    /// Ticks already stored or seen (rotation overlap, restart, repeated or backward ids),
+    /// by `kind`.
+    pub const TICKS_DUPLICATE: &str = "ta_feed_ticks_duplicate_total";
+    /// Live ticks refused because the buffer was at its cap, by `kind`.
+    pub const TICKS_DROPPED: &str = "ta_feed_ticks_dropped_total";
+    /// Ticks waiting to be written, by `kind`.
+    pub const TICKS_BUFFERED: &str = "ta_feed_ticks_buffered";
+    /// aggTrades recovered over REST by id.
+    pub const TRADES_FILLED: &str = "ta_feed_trades_filled_total";
+    /// aggTrade ids that could not be recovered.
+    pub const TRADES_UNFILLED: &str = "ta_feed_trades_unfilled_total";
+    /// Receive → commit latency of live ticks, seconds (histogram), by `kind`.
+    pub const TICK_COMMIT_LATENCY: &str = "ta_feed_tick_commit_latency_seconds";
+    /// Candle writes that waited the full `--tick-flush-wait-ms` for their minute's ticks.
+    pub const TICK_BARRIER_TIMEOUTS: &str = "ta_feed_tick_barrier_timeouts_total";
+    /// WebSocket messages larger than the limit (the connection is closed and reconnected).
+    pub const OVERSIZED_MESSAGES: &str = "ta_feed_ws_oversized_messages_total";
+    /// 1 while a TimescaleDB job pg_ta relies on is failing / its work is overdue (labels
+    /// job_id, relation).
+    pub const TIMESCALEDB_JOB_FAILING: &str = "ta_feed_timescaledb_job_failing";
+    pub const TIMESCALEDB_JOB_OVERDUE: &str = "ta_feed_timescaledb_job_overdue";
+    /// Overdue jobs ta-feed ran itself (labels job_id, result).
+    pub const TIMESCALEDB_JOB_RUNS: &str = "ta_feed_timescaledb_job_runs_total";
 }
 
 // ---- Alert delivery, listen, health (sql/011_alert_delivery.sql, notify, health) -----

@@ -40,6 +40,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Config, Notification};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, warn};
@@ -160,6 +161,9 @@ pub enum DbError {
     /// Anything else while connecting (refused, authentication, timeouts...).
     #[error("connect: {0}")]
     Connect(#[source] tokio_postgres::Error),
+    /// The connection pool could not be built or gave no connection.
+    #[error("connection pool: {0}")]
+    Pool(String),
 }
 
 impl DbError {
@@ -168,7 +172,31 @@ impl DbError {
     pub fn is_retryable(&self) -> bool {
         match self {
             DbError::Config(_) | DbError::TlsSetup(_) | DbError::Tls { .. } => false,
-            DbError::Connect(e) => crate::sink::copy::is_retryable_pg(e),
+            DbError::Connect(e) => is_retryable_pg(e),
+            DbError::Pool(_) => true,
+        }
+    }
+}
+
+/// Classifies a tokio-postgres error: true for connection loss and transient server states
+/// (retry with back-off), false for errors the same statement would hit again.
+pub fn is_retryable_pg(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // No SQLSTATE: I/O, connect refused, timeouts.
+        None => std::error::Error::source(e).is_none_or(|s| s.is::<std::io::Error>()),
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") // connection exception
+                || c.starts_with("53") // insufficient resources
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::LOCK_NOT_AVAILABLE
         }
     }
 }
@@ -563,6 +591,64 @@ pub async fn connect(database_url: &str) -> Result<(Client, JoinHandle<()>), DbE
     Ok((client, handle))
 }
 
+/// A connection of a [`DbPool`]; it goes back to the pool when dropped (a closed one is
+/// discarded). Derefs to a `tokio_postgres::Client`.
+pub type PooledClient = deadpool_postgres::Object;
+
+/// A bounded pool of connections (deadpool-postgres), each made exactly as [`connect`] makes
+/// one: the same connection string, `sslmode` and certificates ([`client_config`]), the same
+/// TLS error messages. Connections are opened when first needed, at most `max_size` at once,
+/// kept open and reused; a task asking for one while all are in use waits for one.
+#[derive(Clone)]
+pub struct DbPool {
+    pool: deadpool_postgres::Pool,
+    tls: TlsOptions,
+}
+
+impl std::fmt::Debug for DbPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbPool")
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+impl DbPool {
+    /// A pool of at most `max_size` connections to `database_url` (none is opened yet).
+    pub fn new(database_url: &str, max_size: usize) -> Result<DbPool, DbError> {
+        let opts = parse(database_url)?;
+        let tls = MakeRustlsConnect::new(client_config(&opts.tls)?);
+        let manager = deadpool_postgres::Manager::from_config(
+            opts.pg,
+            tls,
+            deadpool_postgres::ManagerConfig::default(),
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(max_size.max(1))
+            .build()
+            .map_err(|e| DbError::Pool(e.to_string()))?;
+        Ok(DbPool {
+            pool,
+            tls: opts.tls,
+        })
+    }
+
+    /// A connection: an idle one, a new one while fewer than `max_size` are open, else the
+    /// first one given back.
+    pub async fn get(&self) -> Result<PooledClient, DbError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => classify(e, &self.tls),
+            other => DbError::Pool(other.to_string()),
+        })
+    }
+
+    /// Connections open now (idle or in use) and the most allowed.
+    pub fn size(&self) -> (usize, usize) {
+        let s = self.pool.status();
+        (s.size, s.max_size)
+    }
+}
+
 /// What the connection task of [`connect_listening`] forwards.
 pub type NotificationRx = mpsc::UnboundedReceiver<Result<Notification, tokio_postgres::Error>>;
 
@@ -592,6 +678,57 @@ pub async fn connect_listening(
         }
     });
     Ok((client, rx, handle))
+}
+
+/// A connection string with its password replaced by `***` (URL form, `?password=` query
+/// parameter, and key=value form).
+pub fn redact_database_url(s: &str) -> String {
+    if s.contains("://") {
+        if let Ok(mut u) = url::Url::parse(s) {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query_pairs().any(|(k, _)| k == "password") {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k == "password" {
+                            "***".to_string()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            return u.to_string();
+        }
+        return "<unparsable database url>".to_string();
+    }
+    // key=value form: password=secret or password='sec ret'
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(pos) = rest.find("password") {
+        let (before, after) = rest.split_at(pos);
+        out.push_str(before);
+        let after_key = after["password".len()..].trim_start();
+        if let Some(value) = after_key.strip_prefix('=') {
+            out.push_str("password=***");
+            let value = value.trim_start();
+            let end = if let Some(quoted) = value.strip_prefix('\'') {
+                quoted.find('\'').map(|i| i + 2).unwrap_or(value.len())
+            } else {
+                value.find(char::is_whitespace).unwrap_or(value.len())
+            };
+            rest = &value[end..];
+        } else {
+            out.push_str("password");
+            rest = &after["password".len()..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Turns handshake failures into [`DbError::Tls`] with the reason rustls gave.
@@ -652,9 +789,50 @@ fn describe_rustls(e: &rustls::Error, tls: &TlsOptions) -> String {
     }
 }
 
+/// A double-quoted SQL identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The server's message of a database error (`ERROR:  ...` without the SQLSTATE prefix), or the
+/// client error's text.
+pub fn error_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_url_redaction() {
+        let cases = [
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://h/db?user=u&password=secret",
+                "postgres://h/db?user=u&password=***",
+            ),
+            (
+                "host=h user=u password=secret dbname=d",
+                "host=h user=u password=*** dbname=d",
+            ),
+            (
+                "host=h password = 'se cret' dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = redact_database_url(input);
+            assert_eq!(got, want, "{input}");
+            assert!(!got.contains("secret") && !got.contains("cret'"));
+        }
+    }
 
     fn tls_of(s: &str) -> TlsOptions {
         parse(s).unwrap_or_else(|e| panic!("{s}: {e}")).tls

@@ -33,6 +33,7 @@
 //! | both | the database is not connected | the database has not been connected for ≥ 300 s |
 //! | stream | some (not all) stream connections are down; lag ≥ 180 s | every stream connection has been down for ≥ 120 s; lag ≥ 900 s |
 //! | notify | a sink is unhealthy (`market.alert_sink_status`); the oldest pending delivery is ≥ 300 s old | every sink is unhealthy |
+//! | stream | a TimescaleDB job pg_ta relies on is failing or its work is overdue (one reason per job: [`crate::timescaledb`]) | — |
 //!
 //! # `/ready` and `/live`
 //! `/ready` is 200 when the subcommand can do its work now: the database is connected and (stream)
@@ -118,6 +119,8 @@ pub struct HealthState {
     /// ms since `started` when exchange_time_ms was observed
     exchange_observed_at: AtomicU64,
     notify: Mutex<Option<NotifyHealth>>,
+    /// Reasons from the TimescaleDB job watcher (stream; empty: all jobs fine).
+    timescaledb: Mutex<Vec<String>>,
 }
 
 /// The `/health` document.
@@ -161,6 +164,7 @@ impl HealthState {
             exchange_time_ms: AtomicI64::new(UNKNOWN),
             exchange_observed_at: AtomicU64::new(0),
             notify: Mutex::new(None),
+            timescaledb: Mutex::new(Vec::new()),
         })
     }
 
@@ -214,6 +218,12 @@ impl HealthState {
     /// `notify`'s sink and queue figures.
     pub fn set_notify(&self, n: NotifyHealth) {
         *self.notify.lock().unwrap_or_else(|p| p.into_inner()) = Some(n);
+    }
+
+    /// The TimescaleDB jobs in trouble (`crate::timescaledb`): each reason makes `/health`
+    /// degraded; an empty list clears them.
+    pub fn set_timescaledb_reasons(&self, reasons: Vec<String>) {
+        *self.timescaledb.lock().unwrap_or_else(|p| p.into_inner()) = reasons;
     }
 
     /// The current report (status and reasons per the module's thresholds).
@@ -298,6 +308,13 @@ impl HealthState {
                 ));
             }
         }
+        degraded.extend(
+            self.timescaledb
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
         let status = if !unhealthy.is_empty() {
             Status::Unhealthy
         } else if !degraded.is_empty() {
@@ -514,6 +531,19 @@ mod tests {
         assert_eq!(h.report().status, Status::Degraded);
         h.observe_exchange_time(t0 + chrono::Duration::seconds(60 + 1000));
         assert_eq!(h.report().status, Status::Unhealthy);
+    }
+
+    #[test]
+    fn timescaledb_jobs_degrade() {
+        let h = HealthState::new(Component::Stream);
+        h.set_db_connected(true);
+        h.set_timescaledb_reasons(vec!["TimescaleDB job 1000 (...) is failing".into()]);
+        let r = h.report();
+        assert_eq!(r.status, Status::Degraded);
+        assert_eq!(r.reasons, vec!["TimescaleDB job 1000 (...) is failing"]);
+        assert!(r.ready.is_ok(), "a failing job does not stop the feed");
+        h.set_timescaledb_reasons(Vec::new());
+        assert_eq!(h.report().status, Status::Healthy);
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! columns `open_time,open,high,low,close,volume,close_time,quote_volume,count,
 //! taker_buy_volume,taker_buy_quote_volume,ignore`), plain or `.gz`, with or without a
 //! header row, ms or µs timestamps. The same reader feeds the fake Binance (`replay`).
+//!
+//! Every row is checked by [`Kline::validate`], the mirror of the table's CHECK constraints
+//! (a candle in the future is refused too), and each file is written in one transaction:
+//! a bad row anywhere leaves nothing of its file in the database (files already imported
+//! stay), and importing the corrected file again completes it.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -219,7 +224,7 @@ pub struct ImportConfig {
     pub database_url: String,
     pub files: Vec<PathBuf>,
     pub symbol: Option<String>,
-    /// Rows per COPY + upsert transaction.
+    /// Rows per COPY + upsert statement (each file is one transaction).
     pub batch_rows: usize,
     /// Market written with every row.
     pub market: crate::market::Market,
@@ -343,7 +348,7 @@ pub async fn import_files(cfg: &ImportConfig) -> Result<Vec<ImportStats>, Import
 /// files' bytes (compressed size for `.gz`), with rows, rows/s and ETA.
 pub struct Progress {
     bar: indicatif::ProgressBar,
-    bytes_read: Arc<AtomicU64>,
+    pub(crate) bytes_read: Arc<AtomicU64>,
     rows: AtomicU64,
     started: Instant,
 }
@@ -381,7 +386,7 @@ impl Progress {
         p
     }
 
-    fn add_rows(&self, rows: u64) {
+    pub(crate) fn add_rows(&self, rows: u64) {
         let total = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         self.bar
@@ -391,16 +396,17 @@ impl Progress {
     }
 
     /// Prints a line above the bar (stdout).
-    fn println(&self, line: String) {
+    pub(crate) fn println(&self, line: String) {
         self.bar.suspend(|| println!("{line}"));
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.bar.finish_and_clear();
     }
 }
 
-/// Imports one file through `sink` in batches of `batch_rows`.
+/// Imports one file through `sink` in batches of `batch_rows`, all in one transaction: the
+/// file is stored whole or, on any error, not at all.
 pub async fn import_file(
     sink: &mut CandleSink,
     path: &Path,
@@ -450,15 +456,39 @@ pub async fn import_file_with_progress(
         symbol: symbol.clone(),
         ..ImportStats::default()
     };
+    // one transaction for the whole file: a bad row (or a row the table refuses) anywhere in
+    // it leaves nothing of the file behind, and a re-run after the fix imports it whole
+    let mut tx = sink.begin(AlertMode::Suppress).await?;
+    let mut failed = None;
     while let Some(batch) = rx.recv().await {
-        let batch = batch?;
-        let written = sink.write_batch(&batch, AlertMode::Suppress).await?;
-        stats.rows_read += batch.len() as u64;
-        stats.rows_written += written;
-        progress.add_rows(batch.len() as u64);
-        debug!(file = %stats.file, rows = batch.len(), written, "copied batch");
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        };
+        match tx.write(&batch).await {
+            Ok(written) => {
+                stats.rows_read += batch.len() as u64;
+                progress.add_rows(batch.len() as u64);
+                debug!(file = %stats.file, rows = batch.len(), written, "copied batch");
+            }
+            Err(e) => {
+                failed = Some(e.into());
+                break;
+            }
+        }
     }
+    drop(rx); // stops the parser at its next batch
     let _ = parser.await;
+    if let Some(e) = failed {
+        if let Err(rollback) = tx.rollback().await {
+            debug!(error = %rollback, "rollback after a failed import");
+        }
+        return Err(e);
+    }
+    stats.rows_written = tx.commit().await?;
     stats.elapsed = started.elapsed();
     Ok(stats)
 }

@@ -1,6 +1,12 @@
 //! ta-feed: the pg_ta sidecar. Streams closed Binance 1m klines into PostgreSQL
-//! (`market.candles_1m`) with REST backfill and gap fills, imports Binance CSV dumps,
-//! applies the data schema, prints alert NOTIFYs, and fakes Binance for tests.
+//! (`market.candles_1m`) with REST backfill and gap fills, and optionally aggTrades and book
+//! tickers (`market.agg_trades`, `market.book_tickers`, gaps filled by id); imports Binance
+//! dumps, applies the data schema, prints alert NOTIFYs, and fakes Binance for tests.
+//!
+//! Layers, lowest first (a module imports only from lower ones): `constants`, `market`,
+//! `backoff`, `shutdown` → `binance::{model, kind}` → `binance::{rest, ws}`, `db` → `sink` →
+//! `backfill`, `ticks` → `stream`, `import`, `import_ticks`, `replay`, `health`, `listen`,
+//! `notify`, `migrate` → `config` → `lib::run`.
 //!
 //! `main.rs` only parses the command line, sets up logging and calls [`run`].
 
@@ -12,6 +18,7 @@ pub mod constants;
 pub mod db;
 pub mod health;
 pub mod import;
+pub mod import_ticks;
 pub mod listen;
 pub mod market;
 pub mod migrate;
@@ -20,6 +27,9 @@ pub mod replay;
 pub mod shutdown;
 pub mod sink;
 pub mod stream;
+pub mod text;
+pub mod ticks;
+pub mod timescaledb;
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,7 +37,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::info;
 
-use crate::config::{redact_database_url, Cli, Command};
+use crate::config::{Cli, Command};
+use crate::db::redact_database_url;
 
 /// Installs the process-wide rustls crypto provider (ring). Idempotent.
 pub fn install_crypto_provider() {
@@ -73,6 +84,7 @@ pub async fn run(
                 %rest_url,
                 backfill_minutes = args.backfill_minutes,
                 flush_ms = args.flush_ms,
+                streams = ?args.ticks.streams,
                 "stream"
             );
             let health = serve_health(
@@ -110,6 +122,12 @@ pub async fn run(
             cfg.silent_timeout = Duration::from_secs(args.silent_timeout_secs);
             cfg.alert_catchup_minutes = args.alert_catchup_minutes;
             cfg.universe_refresh = Duration::from_secs(args.universe_refresh_secs);
+            args.ticks.apply(&mut cfg);
+            cfg.timescaledb_check = Duration::from_secs(args.timescaledb_check_secs);
+            cfg.timescaledb_margin = args
+                .timescaledb_overdue_margin_secs
+                .map(Duration::from_secs);
+            cfg.timescaledb_repair = !args.no_timescaledb_repair;
             let summary = stream::run_stream(cfg, shutdown).await.context("stream")?;
             info!(?summary, "stream finished");
         }
@@ -139,20 +157,47 @@ pub async fn run(
         }
         Command::Import(args) => {
             info!(database = %db, files = args.files.len(), "import");
+            let jobs = args.jobs.map(|j| j as usize).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get().min(4))
+                    .unwrap_or(1)
+            });
+            // tick dumps (by --kind or by name) go to the tick tables, the rest are klines
+            let is_tick = |p: &std::path::Path| match args.kind {
+                Some(binance::kind::StreamKind::Kline) => false,
+                Some(_) => true,
+                None => import_ticks::detect(p).is_some(),
+            };
+            let (tick_files, kline_files): (Vec<_>, Vec<_>) =
+                args.files.iter().cloned().partition(|p| is_tick(p));
             let cfg = import::ImportConfig {
                 database_url: cli.database_url.clone(),
-                files: args.files,
+                files: kline_files,
+                symbol: args.symbol.clone(),
+                batch_rows: args.batch_rows,
+                market: args.market,
+                jobs,
+            };
+            let ticks = import_ticks::TickImportConfig {
+                database_url: cli.database_url.clone(),
+                files: tick_files,
+                kind: args.kind,
                 symbol: args.symbol,
                 batch_rows: args.batch_rows,
                 market: args.market,
-                jobs: args.jobs.map(|j| j as usize).unwrap_or_else(|| {
-                    std::thread::available_parallelism()
-                        .map(|n| n.get().min(4))
-                        .unwrap_or(1)
-                }),
+                jobs,
+            };
+            let work = async {
+                if !cfg.files.is_empty() {
+                    import::import_files(&cfg).await?;
+                }
+                if !ticks.files.is_empty() {
+                    import_ticks::import_tick_files(&ticks).await?;
+                }
+                Ok::<(), import::ImportError>(())
             };
             tokio::select! {
-                r = import::import_files(&cfg) => { r.context("import")?; }
+                r = work => { r.context("import")?; }
                 _ = shutdown => anyhow::bail!("import interrupted"),
             }
         }
@@ -183,6 +228,12 @@ pub async fn run(
             cfg.list = listing("list", &args.list)?;
             cfg.delist = listing("delist", &args.delist)?;
             cfg.sent_log = args.sent_log;
+            cfg.book_tickers_from = args
+                .book_tickers_from
+                .as_deref()
+                .map(replay::parse_start)
+                .transpose()
+                .context("--book-tickers-from")?;
             replay::run_replay(cfg, shutdown).await.context("replay")?;
         }
         Command::Listen(args) => {
@@ -203,6 +254,9 @@ pub async fn run(
                 channel = %cfg.channel,
                 discord_api = %cfg.endpoints.discord_api,
                 telegram_api = %cfg.endpoints.telegram_api,
+                db_pool_size = cfg.db_pool_size,
+                allow_private_targets = cfg.network.allow_private,
+                allow_target_networks = ?cfg.network.allowed_networks,
                 "notify"
             );
             let health = serve_health(health::Component::Notify, [args.health_addr, None]).await?;
@@ -234,4 +288,31 @@ async fn serve_health(
         println!("health on {bound}");
     }
     Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Lower layers never import higher ones: `config` (the command line) builds the
+    /// settings of `notify`, `db`, `market` and `constants`, so none of them may import
+    /// `config` (issue 19.6: `config` ↔ `notify` was a cycle).
+    #[test]
+    fn modules_under_config_do_not_import_it() {
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+        for file in [
+            "notify/mod.rs",
+            "notify/sink.rs",
+            "notify/format.rs",
+            "db.rs",
+            "market.rs",
+            "constants.rs",
+            "listen.rs",
+            "text.rs",
+        ] {
+            let text = std::fs::read_to_string(format!("{src}{file}")).unwrap();
+            assert!(
+                !text.contains("crate::config"),
+                "{file} imports crate::config (a higher layer)"
+            );
+        }
+    }
 }

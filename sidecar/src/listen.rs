@@ -22,9 +22,8 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::redact_database_url;
 use crate::constants::notify_metric as metric;
-use crate::db::DbError;
+use crate::db::{redact_database_url, DbError};
 use crate::shutdown::Shutdown;
 
 /// LISTEN failures (database errors are handled by reconnecting).
@@ -157,11 +156,10 @@ pub fn payload_line(payload: &str) -> String {
 
 /// Logs and counts a forged notification.
 pub fn report_forged(channel: &str, reason: &str, payload: &str) {
-    let mut shown: String = payload.chars().take(200).collect();
-    if shown.len() < payload.len() {
-        shown.push('…');
-    }
-    warn!(channel, reason, payload = %shown, "forged notification ignored");
+    // anyone may NOTIFY: the payload (and a reason quoting it) is one capped line in the log
+    let shown = crate::text::sanitize(payload, crate::text::REMOTE_TEXT_MAX_CHARS);
+    let reason = crate::text::sanitize(reason, crate::text::REMOTE_TEXT_MAX_CHARS);
+    warn!(channel, reason = %reason, payload = %shown, "forged notification ignored");
     metrics::counter!(metric::FORGED_NOTIFICATIONS).increment(1);
 }
 
@@ -269,10 +267,7 @@ pub async fn run_listen(
     }
 }
 
-/// A double-quoted SQL identifier.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+pub use crate::db::quote_ident;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,8 @@
 //! weight 2, limit ≤ 1000, REQUEST_WEIGHT 6000/min); USDⓈ-M Futures "Kline/Candlestick Data"
 //! (`GET /fapi/v1/klines`, weight 1/2/5/10 for limit <100/<500/≤1000/>1000, limit ≤ 1500,
 //! REQUEST_WEIGHT 2400/min) and "Exchange Information" (`GET /fapi/v1/exchangeInfo`, weight 1);
+//! "Compressed/Aggregate Trades List" (`GET /api/v3/aggTrades` weight 4, `GET /fapi/v1/aggTrades`
+//! weight 20; `limit` ≤ 1000, default 500);
 //! USDⓈ-M WebSocket market streams are served only under `/market` since 2026-04-23.
 
 use std::fmt;
@@ -89,6 +91,27 @@ impl Market {
         match self {
             Market::Spot => "/api/v3/exchangeInfo",
             Market::Usdm => "/fapi/v1/exchangeInfo",
+        }
+    }
+
+    /// REST path of the aggregate trades endpoint.
+    pub fn rest_agg_trades_path(self) -> &'static str {
+        match self {
+            Market::Spot => "/api/v3/aggTrades",
+            Market::Usdm => "/fapi/v1/aggTrades",
+        }
+    }
+
+    /// Largest `limit` of the aggTrades endpoint (both markets: 1000; default 500).
+    pub fn agg_trades_max_limit(self) -> u32 {
+        1000
+    }
+
+    /// Request weight of one aggTrades request (spot 4, USD-M 20, any limit).
+    pub fn agg_trades_weight(self) -> u32 {
+        match self {
+            Market::Spot => 4,
+            Market::Usdm => 20,
         }
     }
 

@@ -34,7 +34,7 @@ impl MigrateError {
         match self {
             MigrateError::Connect(e) => e.is_retryable(),
             MigrateError::Apply { source, .. } | MigrateError::Db { source, .. } => {
-                crate::sink::copy::is_retryable_pg(source)
+                crate::db::is_retryable_pg(source)
             }
         }
     }

@@ -20,9 +20,18 @@
 //! settling) is no longer written and leaves its connection at the next reconnect or rotation;
 //! its history stays. Each change is logged and written to `market.data_quality_log`
 //! (`listed`, `delisted`).
+//!
+//! Stream kinds (`--streams kline,agg_trade,book_ticker`, default `kline`): every kind gets
+//! its own shards on its route (`binance::ws`), klines go to the writer below, ticks to one
+//! writer per kind with its bounded buffer ([`crate::ticks`]), aggTrade gaps to the REST
+//! filler. Before a live candle of minute m is written, the kline writer waits (at most
+//! `tick_flush_wait`) until every tick received so far — those of minute m included, since
+//! Binance sends a minute's closed kline after its trades — is committed, so the candle's
+//! transaction (and what the database computes in it) sees them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -34,13 +43,21 @@ use tracing::{debug, error, info, warn};
 
 use crate::backfill::{fill_gap, floor_minute, last_closed_open_ms, GapTrigger};
 use crate::backoff::Backoff;
+use crate::binance::kind::agg_trade::AggTrade;
+use crate::binance::kind::book_ticker::BookTicker;
+use crate::binance::kind::StreamKind;
 use crate::binance::model::{from_ms, Kline};
 use crate::binance::rest::{RestClient, RestConfig, RestError};
-use crate::binance::ws::{run_shard, shard_symbols, FeedEvent, ShardConfig};
+use crate::binance::ws::{
+    run_shard, shard_symbols, FeedEvent, HandlerFactory, KlineHandler, ShardConfig,
+};
 use crate::constants::{metric, quality_kind, MINUTE_MS};
 use crate::market::Market;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::sink::{AlertMode, QualityEvent, RetryingSink, SinkError};
+use crate::ticks::{
+    run_filler, TickBarrier, TickIntake, TickQueue, TickSummary, TickWriter, TickWriterConfig,
+};
 
 /// Stream failures that stop the command.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +68,8 @@ pub enum StreamError {
     Sink(#[from] SinkError),
     #[error("no symbols given")]
     NoSymbols,
+    #[error("no stream kinds given (--streams kline,agg_trade,book_ticker)")]
+    NoStreams,
     #[error("--symbols all: no symbol of exchangeInfo passes the {0} filter")]
     EmptyUniverse(Market),
 }
@@ -60,7 +79,9 @@ impl StreamError {
         match self {
             StreamError::Rest(e) => e.is_retryable(),
             StreamError::Sink(e) => e.is_retryable(),
-            StreamError::NoSymbols | StreamError::EmptyUniverse(_) => false,
+            StreamError::NoSymbols | StreamError::NoStreams | StreamError::EmptyUniverse(_) => {
+                false
+            }
         }
     }
 }
@@ -157,6 +178,30 @@ pub struct StreamConfig {
     pub alert_catchup_minutes: u64,
     /// Re-read exchangeInfo this often with `--symbols all` (zero: never).
     pub universe_refresh: Duration,
+    /// Stream kinds (`--streams`): klines, aggTrades, book tickers.
+    pub streams: Vec<StreamKind>,
+    /// At a rotation, keep the old connection this long after the replacement delivered.
+    pub rotation_overlap: Duration,
+    /// Tick rows per COPY transaction at most.
+    pub tick_batch_rows: usize,
+    /// Flush buffered ticks at the latest this long after the first one.
+    pub tick_flush: Duration,
+    /// Rows waiting per tick kind before live ticks are refused (memory cap).
+    pub tick_buffer_rows: usize,
+    /// Longest wait of a live candle for the ticks received before it (0: no wait).
+    pub tick_flush_wait: Duration,
+    /// Missing aggTrade ids go to REST when still missing this long after the jump.
+    pub trade_gap_grace: Duration,
+    /// Gaps of more aggTrade ids than this are logged, not filled.
+    pub trade_gap_max_ids: i64,
+    /// Write connections per tick kind (symbols spread over them).
+    pub tick_writers: usize,
+    /// Check the TimescaleDB jobs this often (zero: never); see [`crate::timescaledb`].
+    pub timescaledb_check: Duration,
+    /// Overdue margin of TimescaleDB work (None: the SQL default).
+    pub timescaledb_margin: Option<Duration>,
+    /// Run overdue TimescaleDB jobs.
+    pub timescaledb_repair: bool,
 }
 
 impl StreamConfig {
@@ -206,7 +251,27 @@ impl StreamConfig {
             silent_timeout: Duration::from_secs(120),
             alert_catchup_minutes: 5,
             universe_refresh: Duration::from_secs(3600),
+            streams: vec![StreamKind::Kline],
+            rotation_overlap: Duration::from_secs(2),
+            tick_batch_rows: 5000,
+            tick_flush: Duration::from_millis(200),
+            tick_buffer_rows: 100_000,
+            tick_flush_wait: Duration::from_secs(2),
+            trade_gap_grace: Duration::from_secs(1),
+            trade_gap_max_ids: 1_000_000,
+            tick_writers: 2,
+            timescaledb_check: Duration::from_secs(60),
+            timescaledb_margin: None,
+            timescaledb_repair: true,
         }
+    }
+
+    /// The stream kinds, deduplicated, in [`StreamKind::ALL`] order.
+    pub fn kinds(&self) -> Vec<StreamKind> {
+        StreamKind::ALL
+            .into_iter()
+            .filter(|k| self.streams.contains(k))
+            .collect()
     }
 }
 
@@ -228,6 +293,12 @@ pub struct StreamSummary {
     pub silent_connections: u64,
     pub symbols_listed: u64,
     pub symbols_delisted: u64,
+    /// The aggTrade writer's counters (`--streams ...,agg_trade`).
+    pub agg_trades: Option<TickSummary>,
+    /// The book-ticker writer's counters (`--streams ...,book_ticker`).
+    pub book_tickers: Option<TickSummary>,
+    /// Live candles written after waiting the full `tick_flush_wait` for their ticks.
+    pub tick_barrier_timeouts: u64,
 }
 
 /// Runs the feed until `shutdown` completes (or `stop_after_minutes` is reached):
@@ -238,6 +309,10 @@ pub async fn run_stream(
 ) -> Result<StreamSummary, StreamError> {
     if matches!(&cfg.symbols, SymbolSource::List(l) if l.is_empty()) {
         return Err(StreamError::NoSymbols);
+    }
+    let kinds = cfg.kinds();
+    if kinds.is_empty() {
+        return Err(StreamError::NoStreams);
     }
     let (trigger, mut shutdown) = Shutdown::from_future(shutdown);
     let rest = RestClient::new(cfg.rest.clone())?;
@@ -257,12 +332,32 @@ pub async fn run_stream(
 
     // 1. Connect the streams first, so nothing closes between backfill and stream.
     let (tx, mut rx) = unbounded_channel();
+    let trade_queue = kinds
+        .contains(&StreamKind::AggTrade)
+        .then(|| Arc::new(TickQueue::<AggTrade>::new(cfg.tick_buffer_rows)));
+    let book_queue = kinds
+        .contains(&StreamKind::BookTicker)
+        .then(|| Arc::new(TickQueue::<BookTicker>::new(cfg.tick_buffer_rows)));
+    let mut handlers: Vec<(StreamKind, Arc<dyn HandlerFactory>)> = Vec::new();
+    for &k in &kinds {
+        let h: Arc<dyn HandlerFactory> = match k {
+            StreamKind::Kline => Arc::new(KlineHandler { tx: tx.clone() }),
+            StreamKind::AggTrade => Arc::new(TickIntake::new(
+                trade_queue.clone().expect("aggTrade buffer"),
+            )),
+            StreamKind::BookTicker => Arc::new(TickIntake::new(
+                book_queue.clone().expect("book ticker buffer"),
+            )),
+        };
+        handlers.push((k, h));
+    }
     let mut shards = Shards {
         cfg: cfg.clone(),
         tx,
         shutdown: shutdown.clone(),
         tasks: JoinSet::new(),
         lists: Vec::new(),
+        handlers,
     };
     shards.open(&symbols);
     let expected = shards.lists.len();
@@ -291,11 +386,67 @@ pub async fn run_stream(
             cfg.retention_interval,
         ))
     });
+    let job_watch = (!cfg.timescaledb_check.is_zero()).then(|| {
+        tokio::spawn(crate::timescaledb::watch_jobs(
+            crate::timescaledb::WatchConfig {
+                database_url: cfg.database_url.clone(),
+                interval: cfg.timescaledb_check,
+                margin: cfg.timescaledb_margin,
+                repair: cfg.timescaledb_repair,
+            },
+            cfg.health.clone(),
+        ))
+    });
+    // 2. The tick writers (and the aggTrade filler) start before the kline backfill.
+    let tick_cfg = TickWriterConfig {
+        market: cfg.market,
+        batch_rows: cfg.tick_batch_rows.max(1),
+        flush: cfg.tick_flush,
+        gap_grace: cfg.trade_gap_grace,
+        max_gap_ids: cfg.trade_gap_max_ids.max(1),
+        symbols: symbols.clone(),
+        writers: cfg.tick_writers.max(1),
+        shutdown_grace: Duration::from_secs(10),
+        probe_delay: (cfg.trade_gap_grace * 5).max(Duration::from_secs(2)),
+    };
+    let tick_sink = || {
+        RetryingSink::new(
+            cfg.database_url.clone(),
+            Backoff::new(cfg.db_retry_initial, 2.0, cfg.db_retry_max),
+        )
+        .with_market(cfg.market)
+    };
+    let mut barriers: Vec<TickBarrier> = Vec::new();
+    let mut tick_tasks = Vec::new();
+    let mut filler_task = None;
+    if let Some(q) = &trade_queue {
+        let (fill_tx, fill_rx) = unbounded_channel();
+        let w = TickWriter::new(tick_cfg.clone(), q.clone(), tick_sink, Some(fill_tx));
+        barriers.push(w.barrier());
+        tick_tasks.push((StreamKind::AggTrade, tokio::spawn(w.run(shutdown.clone()))));
+        filler_task = Some(tokio::spawn(run_filler(
+            rest.clone(),
+            q.clone(),
+            fill_rx,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(q) = &book_queue {
+        let w = TickWriter::new(tick_cfg.clone(), q.clone(), tick_sink, None);
+        barriers.push(w.barrier());
+        tick_tasks.push((
+            StreamKind::BookTicker,
+            tokio::spawn(w.run(shutdown.clone())),
+        ));
+    }
     let mut writer = Writer::new(&cfg, symbols, rest, sink);
+    writer.klines = kinds.contains(&StreamKind::Kline);
+    writer.barriers = barriers;
+    writer.tick_flush_wait = cfg.tick_flush_wait;
     writer.connections_total = expected;
     writer.set_connections(connected);
     let result = async {
-        if !shutdown.is_shutdown() {
+        if !shutdown.is_shutdown() && writer.klines {
             let mut sd = shutdown.clone();
             let all = writer.symbols.clone();
             tokio::select! {
@@ -309,30 +460,66 @@ pub async fn run_stream(
     }
     .await;
     trigger.trigger();
-    if let Some(task) = retention {
+    for task in [retention, job_watch].into_iter().flatten() {
         task.abort();
     }
     while shards.tasks.join_next().await.is_some() {}
-    let summary = writer.summary.clone();
+    if let Some(f) = filler_task {
+        let _ = f.await;
+    }
+    let mut summary = writer.summary.clone();
+    let mut result = result;
+    for (kind, task) in tick_tasks {
+        match task.await {
+            Ok(Ok(s)) => match kind {
+                StreamKind::AggTrade => summary.agg_trades = Some(s),
+                _ => summary.book_tickers = Some(s),
+            },
+            Ok(Err(e)) => {
+                error!(%kind, error = %e, "tick writer failed");
+                if result.is_ok() {
+                    result = Err(e.into());
+                }
+            }
+            Err(e) => error!(%kind, error = %e, "tick writer task ended abnormally"),
+        }
+    }
     info!(?summary, "stream stopped");
     result.map(|()| summary)
 }
 
-/// The connections: one [`run_shard`] task per shard, and each shard's symbol list.
+/// The connections: one [`run_shard`] task per shard (each of one stream kind on its
+/// route), and each shard's symbol list.
 struct Shards {
     cfg: StreamConfig,
     tx: UnboundedSender<FeedEvent>,
     shutdown: Shutdown,
     tasks: JoinSet<u64>,
     lists: Vec<watch::Sender<Vec<String>>>,
+    /// The message handler of each kind.
+    handlers: Vec<(StreamKind, Arc<dyn HandlerFactory>)>,
 }
 
 impl Shards {
-    /// Opens connections for `symbols` (shards of `streams_per_connection`), staggered.
+    /// Opens connections for `symbols`, for every kind (shards of `streams_per_connection`),
+    /// staggered.
     fn open(&mut self, symbols: &[String]) {
-        for (i, chunk) in shard_symbols(symbols, self.cfg.streams_per_connection)
-            .into_iter()
-            .enumerate()
+        let mut i = 0u32;
+        for (kind, handler) in self.handlers.clone() {
+            for chunk in shard_symbols(symbols, self.cfg.streams_per_connection) {
+                self.open_one(kind, handler.clone(), chunk, i);
+                i += 1;
+            }
+        }
+    }
+
+    fn open_one(
+        &mut self,
+        kind: StreamKind,
+        handler: Arc<dyn HandlerFactory>,
+        chunk: Vec<String>,
+        i: u32,
+    ) {
         {
             let id = self.lists.len();
             let (list_tx, list_rx) = watch::channel(chunk);
@@ -341,11 +528,14 @@ impl Shards {
                 id,
                 base_url: self.cfg.ws_url.clone(),
                 market: self.cfg.market,
+                kind,
+                handler,
                 symbols: list_rx,
                 max_age: self.cfg.max_connection_age,
+                rotation_overlap: self.cfg.rotation_overlap,
                 idle_timeout: self.cfg.idle_timeout,
                 silent_timeout: self.cfg.silent_timeout,
-                start_delay: self.cfg.connect_stagger * i as u32,
+                start_delay: self.cfg.connect_stagger * i,
                 jitter: 0.2,
             };
             let backoff = Backoff::new(
@@ -404,6 +594,11 @@ struct Writer {
     health: std::sync::Arc<crate::health::HealthState>,
     connections_up: usize,
     connections_total: usize,
+    /// Klines are streamed (`--streams` has `kline`): backfill and gap fills of candles.
+    klines: bool,
+    /// The tick writers' barriers: a live candle waits for the ticks received before it.
+    barriers: Vec<TickBarrier>,
+    tick_flush_wait: Duration,
 }
 
 impl Writer {
@@ -433,6 +628,24 @@ impl Writer {
             health: cfg.health.clone(),
             connections_up: 0,
             connections_total: 0,
+            klines: true,
+            barriers: Vec::new(),
+            tick_flush_wait: cfg.tick_flush_wait,
+        }
+    }
+
+    /// Waits (bounded) until the ticks received so far are committed.
+    async fn wait_for_ticks(&mut self) {
+        if self.tick_flush_wait.is_zero() {
+            return;
+        }
+        for b in &mut self.barriers {
+            if !b.wait(self.tick_flush_wait).await {
+                self.summary.tick_barrier_timeouts += 1;
+                metrics::counter!(metric::TICK_BARRIER_TIMEOUTS).increment(1);
+                warn!(kind = %b.kind, wait_ms = self.tick_flush_wait.as_millis() as u64,
+                      "ticks of this minute not committed in time; writing the candle anyway");
+            }
         }
     }
 
@@ -791,7 +1004,7 @@ impl Writer {
         let mut held = Vec::new();
         let mut events = Vec::new();
         for s in &delisted {
-            if let Some(&last) = self.last_written.get(s) {
+            if let Some(&last) = self.last_written.get(s).filter(|_| self.klines) {
                 if closed_to > last {
                     let mut recovered = self
                         .recover(s, last, closed_to, GapTrigger::Delisting, hold_from)
@@ -837,8 +1050,10 @@ impl Writer {
             shards.open(&listed);
             self.connections_total += shards.lists.len() - before;
             self.set_connections(self.connections_up);
-            let minutes = self.backfill_minutes;
-            self.startup_backfill(&listed, minutes).await?;
+            if self.klines {
+                let minutes = self.backfill_minutes;
+                self.startup_backfill(&listed, minutes).await?;
+            }
         }
         Ok(())
     }
@@ -924,6 +1139,7 @@ impl Writer {
             }
         }
         self.write_catchup(held).await?;
+        self.wait_for_ticks().await;
         let started = Instant::now();
         match self
             .sink

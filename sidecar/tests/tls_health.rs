@@ -297,6 +297,28 @@ async fn tls_modes_against_a_self_signed_ca() {
     }
     listen.start_kill().unwrap();
     let _ = listen.wait().await;
+    // notify's bounded pool makes its connections like db::connect: encrypted, and a wrong
+    // CA is the same clear DbError::Tls
+    let pool = ta_feed::db::DbPool::new(&url, 2).unwrap();
+    let pooled = pool.get().await.unwrap();
+    let ssl: bool = pooled
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "a pooled connection is encrypted");
+    drop(pooled);
+    let bad = ta_feed::db::DbPool::new(
+        &by_name(&format!("sslmode=verify-full&sslrootcert={wrong_pem}")),
+        1,
+    )
+    .unwrap();
+    let e = bad.get().await.unwrap_err();
+    assert!(matches!(e, DbError::Tls { .. }), "{e:?}");
+    assert!(!e.is_retryable());
     drop(c);
     drop(admin);
     let _ = std::fs::remove_dir_all(&files);

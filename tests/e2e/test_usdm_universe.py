@@ -263,10 +263,11 @@ def test_usdm_universe_end_to_end():
             logdir, env)
         children.append(stream)
 
-        # Drop one connection in the live phase, one that is 2-5 s old: its predecessor closed
-        # when it delivered (about 1 s), and its own rotation (at 10 s) is at least 5 s away, so
-        # the drop is a plain reconnect. (A connection dropped while its replacement is opening
-        # is not a reconnect: the replacement simply takes over.)
+        # Drop one connection in the live phase, one that is 3-5 s old: its predecessor closed
+        # at the end of the rotation overlap (--rotation-overlap-ms, 2 s after the new one
+        # delivered), and its own rotation (at 10 s) is at least 5 s away, so the drop is a
+        # plain reconnect. (A connection dropped while its replacement is opening, or during
+        # the overlap, is not a reconnect: the other connection of the pair simply goes on.)
         dropped = None
         first_round = -(-(len(symbols) - 1) // PER_CONNECTION)  # shards before the listing
         while stream.alive():
@@ -277,7 +278,7 @@ def test_usdm_universe_end_to_end():
                 st = http(addr, "/_replay/status")
                 ages = {o["id"]: (st["now_ms"] - o["opened_replay_ms"]) / SPEED / 1000
                         for o in st["open"]}
-                pick = [i for i, a in sorted(ages.items()) if 2.0 <= a <= 5.0]
+                pick = [i for i, a in sorted(ages.items()) if 3.0 <= a <= 5.0]
                 if pick:
                     dropped = http(addr, f"/_replay/drop-connection?id={pick[0]}", "POST")
                     print(f"dropped connection: {dropped} (age {ages[pick[0]]:.1f} s)")

@@ -1,4 +1,6 @@
-//! Binance spot market data: wire model, WebSocket stream client, REST client.
+//! Binance market data (spot and USD-M): wire model, stream kinds, WebSocket stream client,
+//! REST client.
+pub mod kind;
 pub mod model;
 pub mod rest;
 pub mod ws;

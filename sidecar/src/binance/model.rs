@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::constants::{
-    EVENT_KLINE, EVENT_SERVER_SHUTDOWN, KLINE_CLOSE_OFFSET_MS, MICROSECOND_THRESHOLD, MINUTE_MS,
+    EVENT_KLINE, EVENT_SERVER_SHUTDOWN, KLINE_CLOSE_OFFSET_MS, MAX_CLOCK_SKEW_MS, MAX_DECIMALS,
+    MAX_SYMBOL_LEN, MICROSECOND_THRESHOLD, MINUTE_MS, PRICE_LIMIT, VOLUME_LIMIT,
 };
 
 /// Why a payload or a kline could not be turned into a [`Kline`].
@@ -29,6 +30,9 @@ pub enum ParseError {
     Field { field: &'static str, reason: String },
     #[error("invalid kline: {0}")]
     Invalid(String),
+    /// A tick (aggTrade, book ticker) value the tables refuse.
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
 }
 
 impl ParseError {
@@ -42,7 +46,10 @@ impl ParseError {
     pub fn is_validation(&self) -> bool {
         matches!(
             self,
-            ParseError::Decimal { .. } | ParseError::Timestamp { .. } | ParseError::Invalid(_)
+            ParseError::Decimal { .. }
+                | ParseError::Timestamp { .. }
+                | ParseError::Invalid(_)
+                | ParseError::InvalidValue(_)
         )
     }
 }
@@ -128,14 +135,30 @@ pub fn from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
+/// True for a symbol `market.candles_1m` accepts (`candles_1m_symbol_check`:
+/// `^[A-Z0-9][A-Z0-9_]{0,39}$`).
+pub fn is_valid_symbol(symbol: &str) -> bool {
+    symbol.len() <= MAX_SYMBOL_LEN
+        && symbol
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && symbol
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
 impl Kline {
     /// Parses and validates one kline from its textual fields.
     pub fn from_text(t: KlineText<'_>) -> Result<Kline, ParseError> {
         let symbol = t.symbol.trim().to_ascii_uppercase();
-        if symbol.is_empty() || !symbol.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if !is_valid_symbol(&symbol) {
             return Err(ParseError::Field {
                 field: "symbol",
-                reason: format!("invalid symbol {:?}", t.symbol),
+                reason: format!(
+                    "invalid symbol {:?}",
+                    t.symbol.chars().take(64).collect::<String>()
+                ),
             });
         }
         let kline = Kline {
@@ -159,9 +182,30 @@ impl Kline {
         Ok(kline)
     }
 
-    /// Checks the invariants every stored candle must satisfy.
+    /// Checks the invariants every stored candle must satisfy, against the clock now: see
+    /// [`Kline::validate_at`].
     pub fn validate(&self) -> Result<(), ParseError> {
+        self.validate_at(Utc::now())
+    }
+
+    /// Checks the invariants every stored candle must satisfy: exactly the CHECK constraints
+    /// of `market.candles_1m` (sql/002_candles.sql), so that a kline the table would refuse is
+    /// rejected alone (by `import`, `stream` and the REST backfill alike) instead of failing
+    /// the batch it would have been written with.
+    ///
+    /// # Rules  symbol `^[A-Z0-9][A-Z0-9_]{0,39}$`; open_time on a whole minute and at most
+    ///   [`MAX_CLOCK_SKEW_MS`] after `now`; open_time < close_time < open_time + 1 min;
+    ///   0 < low ≤ open, close ≤ high < 1e15; volumes, quote volumes and taker volumes
+    ///   in [0, 1e20); every decimal with at most 20 decimals; trades ≥ 0.
+    /// # Errors ParseError::Invalid with the first rule broken.
+    pub fn validate_at(&self, now: DateTime<Utc>) -> Result<(), ParseError> {
         let invalid = |reason: String| Err(ParseError::Invalid(reason));
+        if !is_valid_symbol(&self.symbol) {
+            return invalid(format!(
+                "invalid symbol {:?}",
+                self.symbol.chars().take(64).collect::<String>()
+            ));
+        }
         let open_us = self.open_time.timestamp_micros();
         if open_us % (MINUTE_MS * 1000) != 0 {
             return invalid(format!("open_time {} is not on a minute", self.open_time));
@@ -184,9 +228,24 @@ impl Kline {
                 ));
             }
         }
-        if self.low.is_sign_negative() && !self.low.is_zero() {
-            return invalid(format!("negative low {}", self.low));
+        let latest_us = now
+            .timestamp_micros()
+            .saturating_add(MAX_CLOCK_SKEW_MS * 1000);
+        if open_us > latest_us {
+            return invalid(format!(
+                "open_time {} is in the future (more than {} s after the clock, {})",
+                self.open_time,
+                MAX_CLOCK_SKEW_MS / 1000,
+                now
+            ));
         }
+        if self.low <= Decimal::ZERO {
+            return invalid(format!("low {} is not positive", self.low));
+        }
+        if self.high >= Decimal::from(PRICE_LIMIT) {
+            return invalid(format!("high {} is not below 1e15", self.high));
+        }
+        let volume_limit = Decimal::from_i128_with_scale(VOLUME_LIMIT, 0);
         for (name, v) in [
             ("volume", self.volume),
             ("quote_volume", self.quote_volume),
@@ -195,6 +254,26 @@ impl Kline {
         ] {
             if v.is_sign_negative() && !v.is_zero() {
                 return invalid(format!("negative {name} {v}"));
+            }
+            if v >= volume_limit {
+                return invalid(format!("{name} {v} is not below 1e20"));
+            }
+        }
+        for (name, v) in [
+            ("open", self.open),
+            ("high", self.high),
+            ("low", self.low),
+            ("close", self.close),
+            ("volume", self.volume),
+            ("quote_volume", self.quote_volume),
+            ("taker_buy_volume", self.taker_buy_volume),
+            ("taker_buy_quote_volume", self.taker_buy_quote_volume),
+        ] {
+            if v.scale() > MAX_DECIMALS {
+                return invalid(format!(
+                    "{name} {v} has {} decimals (at most {MAX_DECIMALS})",
+                    v.scale()
+                ));
             }
         }
         if self.trades < 0 {

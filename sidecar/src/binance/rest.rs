@@ -1,7 +1,9 @@
-//! Binance REST client (spot `/api/v3/*`, USD-M futures `/fapi/v1/*`): server time, 1m klines
-//! and exchangeInfo, inside the IP's request-weight budget: a per-minute budget (UTC minute,
-//! as Binance counts) at `weight_soft_limit`, corrected by `X-MBX-USED-WEIGHT-1M`; 429 waits
-//! `Retry-After`; 418 (IP ban) stops REST loudly until its Retry-After.
+//! Binance REST client (spot `/api/v3/*`, USD-M futures `/fapi/v1/*`): server time, 1m klines,
+//! aggregate trades and exchangeInfo, inside the IP's request-weight budget: a per-minute
+//! budget (UTC minute, as Binance counts) at `weight_soft_limit`, corrected by
+//! `X-MBX-USED-WEIGHT-1M`; 429 waits `Retry-After`; 418 (IP ban) stops REST loudly until its
+//! Retry-After. aggTrade gap fills may use only `trade_weight_share` of that budget in a
+//! minute, so they never starve the kline backfill and gap fills that share it.
 //!
 //! Binance docs: <https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits>,
 //! <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info#limits>
@@ -14,6 +16,8 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use crate::backoff::Backoff;
+use crate::binance::kind::agg_trade;
+use crate::binance::kind::Symbol;
 use crate::binance::model::{
     parse_rest_klines, ApiError, ExchangeInfo, Kline, ParseError, ServerTime,
 };
@@ -73,6 +77,9 @@ pub struct RestConfig {
     /// Weight spent per UTC minute at most (Binance's limit: 6000 spot, 2400 USD-M); a
     /// request that would go past it waits for the next minute.
     pub weight_soft_limit: u32,
+    /// Fraction of `weight_soft_limit` that aggTrade gap fills may spend in one minute (the
+    /// rest stays for klines and exchangeInfo).
+    pub trade_weight_share: f64,
     /// Attempts per request for 429 / 5xx / network errors before giving up.
     pub max_attempts: u32,
     /// Back-off for 5xx and network errors (429 uses Retry-After).
@@ -94,6 +101,7 @@ impl RestConfig {
             base_url: base_url.into(),
             market,
             weight_soft_limit: market.default_weight_soft_limit(),
+            trade_weight_share: 0.5,
             max_attempts: 8,
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
@@ -215,6 +223,35 @@ impl RestClient {
         parse_rest_klines(symbol, &body).map_err(|source| RestError::Decode { url, source })
     }
 
+    /// `GET /api/v3/aggTrades` | `/fapi/v1/aggTrades` `?symbol=&fromId=&limit=` (limit clamped
+    /// to 1..=1000; weight 4 spot, 20 USD-M), inside `trade_weight_share` of the minute's
+    /// budget. Returns Binance's rows in order; a row that fails validation comes back as its
+    /// id and the reason.
+    pub async fn agg_trades(
+        &self,
+        symbol: &Symbol,
+        from_id: i64,
+        limit: u32,
+    ) -> Result<Vec<agg_trade::RestRow>, RestError> {
+        let m = self.cfg.market;
+        let url = format!("{}{}", self.cfg.base_url, m.rest_agg_trades_path());
+        let limit = limit.clamp(1, m.agg_trades_max_limit());
+        let query = [
+            ("symbol", symbol.to_string()),
+            ("fromId", from_id.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        let budget = ((f64::from(self.cfg.weight_soft_limit) * self.cfg.trade_weight_share) as u32)
+            .clamp(
+                m.agg_trades_weight(),
+                self.cfg.weight_soft_limit.max(m.agg_trades_weight()),
+            );
+        let body = self
+            .get_within(&url, &query, m.agg_trades_weight(), budget)
+            .await?;
+        agg_trade::parse_rest(symbol, &body).map_err(|source| RestError::Decode { url, source })
+    }
+
     fn check_banned(&self) -> Result<(), RestError> {
         let mut st = self.state.lock().expect("rest state poisoned");
         if let Some(until) = st.banned_until {
@@ -257,8 +294,8 @@ impl RestClient {
     }
 
     /// Reserves `weight` in the current UTC minute's budget, first waiting for the next
-    /// minute when it would go past `weight_soft_limit`.
-    async fn reserve_weight(&self, weight: u32) {
+    /// minute when it would go past `budget` (at most `weight_soft_limit`).
+    async fn reserve_weight(&self, weight: u32, budget: u32) {
         loop {
             let (minute, left) = wall_minute();
             let used = {
@@ -267,7 +304,7 @@ impl RestClient {
                     st.minute = minute;
                     st.used_weight = 0;
                 }
-                if st.used_weight + weight <= self.cfg.weight_soft_limit || st.used_weight == 0 {
+                if st.used_weight + weight <= budget || st.used_weight == 0 {
                     st.used_weight += weight;
                     return;
                 }
@@ -277,6 +314,7 @@ impl RestClient {
             let wait = left + Duration::from_millis(250);
             warn!(
                 used_weight = used,
+                budget,
                 soft_limit = self.cfg.weight_soft_limit,
                 ?wait,
                 "REST weight budget of this minute spent, waiting for the next minute"
@@ -292,12 +330,23 @@ impl RestClient {
         query: &[(&str, String)],
         weight: u32,
     ) -> Result<String, RestError> {
+        self.get_within(url, query, weight, self.cfg.weight_soft_limit)
+            .await
+    }
+
+    async fn get_within(
+        &self,
+        url: &str,
+        query: &[(&str, String)],
+        weight: u32,
+        budget: u32,
+    ) -> Result<String, RestError> {
         let mut backoff = Backoff::new(self.cfg.retry_initial, 2.0, self.cfg.retry_max);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             self.check_banned()?;
-            self.reserve_weight(weight).await;
+            self.reserve_weight(weight, budget).await;
             metrics::counter!(metric::REST_REQUESTS, "path" => path_of(url)).increment(1);
             let resp = match self.http.get(url).query(query).send().await {
                 Ok(r) => r,
@@ -408,6 +457,7 @@ fn path_of(url: &str) -> String {
     for m in Market::ALL {
         for p in [
             m.rest_klines_path(),
+            m.rest_agg_trades_path(),
             m.rest_time_path(),
             m.rest_exchange_info_path(),
         ] {
@@ -419,13 +469,9 @@ fn path_of(url: &str) -> String {
     "other".to_string()
 }
 
-/// At most `max` characters of `s`, with an ellipsis when cut.
+/// At most `max` characters of `s` on one line ([`crate::text::sanitize`]: control characters
+/// and runs of whitespace become one space), with an ellipsis when cut.
 pub fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max).collect();
-        out.push('…');
-        out
-    }
+    // remote text (Binance bodies, WebSocket messages) on one line: no forged log lines
+    crate::text::sanitize(s, max)
 }

@@ -5,8 +5,13 @@
 //! - The rule evaluator writes one `alert_deliveries` row per (alert, matching sink) in the
 //!   alert's own transaction (`market._enqueue_deliveries`), so the queue exists exactly when
 //!   the alert does, whether or not a notifier is running.
-//! - One worker per enabled sink, each with its own database connection, so a slow or failing
-//!   sink never holds back another. A worker repeats: `BEGIN`; claim the sink's oldest pending
+//! - One worker per enabled sink (at most `market.settings.max_enabled_sinks`, default 20),
+//!   all sharing one bounded pool of `--db-pool-size` database connections (default 4; the
+//!   notifier opens one more to LISTEN and read the sinks, so it never uses more than
+//!   pool + 1 connections however many sinks there are). A worker holds a connection only
+//!   for one step, the send included; with more sinks sending at once than connections, they
+//!   take turns (a send lasts at most `--send-timeout-ms`). A worker repeats: `BEGIN`; claim
+//!   the sink's oldest pending
 //!   delivery (`ORDER BY alert_id LIMIT 1 FOR UPDATE SKIP LOCKED`, joined to
 //!   `market.alert_history` for the payload — the only source of alert content); send it;
 //!   record the outcome; `COMMIT`. Several notifier processes may run: `SKIP LOCKED` gives each
@@ -19,12 +24,18 @@
 //! - Outcomes: 2xx → `delivered_at`. Retryable (network errors, timeouts, 5xx) → `attempts`,
 //!   `last_error`, `next_attempt_at` = now + back-off: `--retry-initial-ms` doubling per
 //!   consecutive failure up to `--retry-max-ms`, with jitter (a uniform draw in
-//!   [delay/2, delay]), or the server's `Retry-After`. 429 → exactly the sink's `retry_after`
-//!   (not a failure). After `--unhealthy-after` consecutive failures the sink is marked
-//!   unhealthy in `market.alert_sink_status` and retried every `--unhealthy-retry-ms`; the next
-//!   success makes it healthy. Permanent errors (4xx other than 429, an invalid target) →
-//!   `failed_at` + `last_error` and a WARN log line; the sink goes on with its next alert.
+//!   [delay/2, delay]). 429 → the same back-off over consecutive 429s (not a failure). A
+//!   server's `Retry-After` / `retry_after` can lengthen the wait, never shorten it
+//!   ([`NotifyConfig::next_delay`]: `Retry-After: 0` does not make a tight loop). After
+//!   `--unhealthy-after` consecutive failures the sink is marked unhealthy in
+//!   `market.alert_sink_status` and retried every `--unhealthy-retry-ms`, whatever the server
+//!   says; the next success makes it healthy. Permanent errors (4xx other than 429, an
+//!   invalid target, a webhook host on a refused address: [`net`]) → `failed_at` +
+//!   `last_error` and an ERROR log line; the sink goes on with its next alert.
 //!   `market.retry_alert_deliveries(sink)` queues failed rows again.
+//! - `last_error` and the log hold the HTTP status and, for Discord and Telegram only, their
+//!   API's message on one line of at most 200 characters (control characters removed);
+//!   never a webhook's answer; at most 64 KiB of any answer is read. Secrets are masked.
 //! - An alert deleted by retention before it was sent → `failed_at` with that reason.
 //!   `market.prune_alert_deliveries()` runs every `--prune-interval-secs`.
 //!
@@ -37,6 +48,7 @@
 //! show duplicates dedupe on `alert_id` (in the payload and the webhook `X-Alert-Id` header).
 
 pub mod format;
+pub mod net;
 pub mod sink;
 
 use std::collections::HashMap;
@@ -52,12 +64,12 @@ use tracing::{debug, error, info, warn};
 use url::Url;
 
 use crate::backoff::Backoff;
-use crate::config::redact_database_url;
-use crate::db::DbError;
+use crate::db::{redact_database_url, DbError, DbPool, PooledClient};
 use crate::health::{HealthState, NotifyHealth};
 use crate::listen::{quote_ident, report_forged, verify_notification, Verdict};
 use crate::shutdown::Shutdown;
 
+pub use net::{HttpClients, NetworkPolicy, TargetRefused};
 pub use sink::{Endpoints, ErrorClass, SendError, Sink, SinkRow};
 
 /// Default Discord API base (`{base}/webhooks/{id}/{token}`).
@@ -88,7 +100,15 @@ pub struct NotifyConfig {
     pub prune_interval: Duration,
     pub db_retry_initial: Duration,
     pub db_retry_max: Duration,
+    /// Which addresses webhooks may reach ([`net`]).
+    pub network: NetworkPolicy,
+    /// Database connections shared by every sink worker (the notifier uses one more, to
+    /// LISTEN and read the sinks).
+    pub db_pool_size: usize,
 }
+
+/// Default of `--db-pool-size`.
+pub const DEFAULT_DB_POOL_SIZE: usize = 4;
 
 impl NotifyConfig {
     /// The defaults of the command line.
@@ -110,6 +130,8 @@ impl NotifyConfig {
             prune_interval: Duration::from_secs(600),
             db_retry_initial: Duration::from_millis(500),
             db_retry_max: Duration::from_secs(30),
+            network: NetworkPolicy::default(),
+            db_pool_size: DEFAULT_DB_POOL_SIZE,
         }
     }
 
@@ -129,6 +151,33 @@ impl NotifyConfig {
             return full;
         }
         Duration::from_secs_f64(rand::random_range(lo..=hi))
+    }
+
+    /// The wait before the next attempt after a failed send. Our own back-off is a floor that
+    /// a server cannot lower: `Retry-After: 0` (or a 429's `retry_after: 0`) waits as long as
+    /// the back-off says; a longer server delay (capped at [`sink::MAX_RETRY_AFTER`]) wins.
+    ///
+    /// # Input   `failures`: consecutive failed sends, this one included when it counts (not
+    ///   for 429); `rate_limited`: consecutive 429 answers, this one included;
+    ///   `server`: the server's Retry-After / retry_after.
+    /// # Output  ≥ [`NotifyConfig::retry_delay`]`(rate_limited)` for a 429 of a healthy sink,
+    ///   ≥ `retry_delay(failures)` otherwise — for an unhealthy sink (failures ≥
+    ///   unhealthy_after) that is the `--unhealthy-retry-ms` delay (with jitter ≥
+    ///   half of it), whatever the server asked.
+    pub fn next_delay(
+        &self,
+        class: &ErrorClass,
+        failures: u32,
+        rate_limited: u32,
+        server: Option<Duration>,
+    ) -> Duration {
+        let own = match class {
+            ErrorClass::RateLimited { .. } if failures < self.unhealthy_after => {
+                self.retry_delay(rate_limited.max(1))
+            }
+            _ => self.retry_delay(failures.max(1)),
+        };
+        own.max(server.unwrap_or_default().min(sink::MAX_RETRY_AFTER))
     }
 }
 
@@ -172,7 +221,9 @@ impl NotifyCounters {
 
 struct Ctx {
     cfg: NotifyConfig,
-    http: reqwest::Client,
+    http: HttpClients,
+    /// Every sink worker's database connections (bounded: `--db-pool-size`).
+    pool: DbPool,
     counters: Arc<NotifyCounters>,
 }
 
@@ -237,21 +288,14 @@ pub async fn run_notify(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<NotifySummary, NotifyError> {
     let (_trigger, mut shutdown) = Shutdown::from_future(shutdown);
-    let http = reqwest::Client::builder()
-        .timeout(cfg.send_timeout)
-        .connect_timeout(cfg.send_timeout.min(Duration::from_secs(5)))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!(
-            "ta-feed/",
-            env!("CARGO_PKG_VERSION"),
-            " (pg_ta notify)"
-        ))
-        .build()
+    let http = HttpClients::new(cfg.send_timeout, cfg.network.clone())
         .map_err(|e| NotifyError::Http(e.to_string()))?;
+    let pool = DbPool::new(&cfg.database_url, cfg.db_pool_size.max(1))?;
     let counters = Arc::new(NotifyCounters::default());
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         http,
+        pool,
         counters: counters.clone(),
     });
     let (wake_tx, _) = watch::channel(0u64);
@@ -480,28 +524,30 @@ async fn sink_worker(
 ) {
     let cfg = &ctx.cfg;
     let mut db_backoff = Backoff::new(cfg.db_retry_initial, 2.0, cfg.db_retry_max);
-    let mut client: Option<Client> = None;
     let mut failures: Option<u32> = None;
+    let mut rate_limited = 0u32;
     loop {
         if *stop.borrow() {
             return;
         }
-        let c = match client.as_mut() {
-            Some(c) => c,
-            None => match crate::db::connect(&cfg.database_url).await {
-                Ok((c, _task)) => {
-                    db_backoff.reset();
-                    client.insert(c)
+        // a connection of the shared pool, for this step only (claim, send, record)
+        let got = tokio::select! {
+            c = ctx.pool.get() => c,
+            _ = stop.changed() => return,
+        };
+        let mut c: PooledClient = match got {
+            Ok(c) => {
+                db_backoff.reset();
+                c
+            }
+            Err(e) => {
+                let delay = db_backoff.next_delay();
+                warn!(sink = %sink.name(), error = %e, ?delay, "notify: worker cannot connect, retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = stop.changed() => return,
                 }
-                Err(e) => {
-                    let delay = db_backoff.next_delay();
-                    warn!(sink = %sink.name(), error = %e, ?delay, "notify: worker cannot connect, retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => continue,
-                        _ = stop.changed() => return,
-                    }
-                }
-            },
+            }
         };
         if failures.is_none() {
             match c
@@ -514,13 +560,25 @@ async fn sink_worker(
                 Ok(r) => failures = Some(r.map(|r| r.get::<_, i32>(0).max(0) as u32).unwrap_or(0)),
                 Err(e) => {
                     warn!(sink = %sink.name(), error = %e, "notify: worker database error");
-                    client = None;
-                    continue;
+                    drop(c);
+                    let delay = db_backoff.next_delay();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => continue,
+                        _ = stop.changed() => return,
+                    }
                 }
             }
         }
         wake.borrow_and_update();
-        let step = step(&ctx, c, &sink, failures.as_mut().expect("loaded above")).await;
+        let step = step(
+            &ctx,
+            &mut c,
+            &sink,
+            failures.as_mut().expect("loaded above"),
+            &mut rate_limited,
+        )
+        .await;
+        drop(c); // back to the pool before any wait
         match step {
             Ok(Step::Done) => {}
             Ok(Step::Stale) => {
@@ -544,7 +602,6 @@ async fn sink_worker(
             Err(e) => {
                 let delay = db_backoff.next_delay();
                 warn!(sink = %sink.name(), error = %e, ?delay, "notify: worker database error, reconnecting");
-                client = None;
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => return,
@@ -557,9 +614,10 @@ async fn sink_worker(
 /// Claim, send and record one delivery of `sink` in one transaction.
 async fn step(
     ctx: &Ctx,
-    client: &mut Client,
+    client: &mut PooledClient,
     sink: &Sink,
     failures: &mut u32,
+    rate_limited: &mut u32,
 ) -> Result<Step, tokio_postgres::Error> {
     let cfg = &ctx.cfg;
     let sink_id = sink.row.sink_id;
@@ -608,6 +666,7 @@ async fn step(
             tx.execute(DELIVERED_SQL, &[&alert_id, &sink_id]).await?;
             let recovered = *failures > 0;
             *failures = 0;
+            *rate_limited = 0;
             tx.execute(
                 STATUS_SQL,
                 &[&sink_id, &true, &0i32, &true, &None::<String>],
@@ -622,19 +681,33 @@ async fn step(
             metrics::counter!(metric::DELIVERIES, "sink" => sink.name().to_string(), "outcome" => "delivered").increment(1);
             Ok(Step::Done)
         }
-        Err(SendError { class, message }) => {
+        Err(SendError {
+            class,
+            message,
+            remote,
+        }) => {
             let attempt = attempts + 1;
+            // every remote or error text is one capped line before it is logged or stored
+            let message = crate::text::sanitize(&message, 2 * crate::text::REMOTE_TEXT_MAX_CHARS);
             let (delay, permanent) = match class {
-                ErrorClass::RateLimited { retry_after } => (Some(retry_after), false),
+                ErrorClass::RateLimited { retry_after } => {
+                    *rate_limited = rate_limited.saturating_add(1);
+                    (
+                        Some(cfg.next_delay(&class, *failures, *rate_limited, Some(retry_after))),
+                        false,
+                    )
+                }
                 ErrorClass::Retryable { retry_after } => {
                     *failures = failures.saturating_add(1);
+                    *rate_limited = 0;
                     (
-                        Some(retry_after.unwrap_or_else(|| cfg.retry_delay(*failures))),
+                        Some(cfg.next_delay(&class, *failures, *rate_limited, retry_after)),
                         false,
                     )
                 }
                 ErrorClass::Permanent => {
                     *failures = failures.saturating_add(1);
+                    *rate_limited = 0;
                     (None, true)
                 }
             };
@@ -669,7 +742,7 @@ async fn step(
             tx.commit().await?;
             let fields_sink = sink.name();
             if permanent {
-                error!(sink = %fields_sink, kind = %sink.kind(), alert_id, attempt, error = %message, "notify: delivery failed permanently");
+                error!(sink = %fields_sink, kind = %sink.kind(), alert_id, attempt, error = %message, api_says = remote.as_deref().unwrap_or(""), "notify: delivery failed permanently");
                 ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(metric::DELIVERIES, "sink" => fields_sink.to_string(), "outcome" => "failed").increment(1);
                 Ok(Step::Done)
@@ -678,7 +751,7 @@ async fn step(
                 if !healthy && *failures == cfg.unhealthy_after {
                     error!(sink = %fields_sink, failures = *failures, "notify: sink marked unhealthy; retrying slowly");
                 }
-                warn!(sink = %fields_sink, kind = %sink.kind(), alert_id, attempt, error = %message, retry_in = ?delay, "notify: delivery failed, will retry");
+                warn!(sink = %fields_sink, kind = %sink.kind(), alert_id, attempt, error = %message, api_says = remote.as_deref().unwrap_or(""), retry_in = ?delay, "notify: delivery failed, will retry");
                 ctx.counters.retried.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(metric::DELIVERIES, "sink" => fields_sink.to_string(), "outcome" => "retry").increment(1);
                 Ok(Step::Backoff(delay))
@@ -718,5 +791,94 @@ mod tests {
             "capped at retry_max"
         );
         assert!(cfg.retry_delay(40).as_secs_f64() >= 30.0);
+    }
+
+    /// Issue 18.5: a server's Retry-After / retry_after lengthens the wait, never shortens it;
+    /// an unhealthy sink waits --unhealthy-retry-ms whatever the server says.
+    #[test]
+    fn server_delays_never_shorten_the_back_off() {
+        let cfg = NotifyConfig::new("postgres://x@127.0.0.1/db");
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let limited = |secs: u64| ErrorClass::RateLimited {
+            retry_after: s(secs),
+        };
+        let retryable = ErrorClass::Retryable { retry_after: None };
+        // (case, class, failures, rate_limited, server, min, max)
+        let cases = [
+            (
+                "TC1 503 Retry-After: 0",
+                &retryable,
+                1,
+                0,
+                Some(s(0)),
+                ms(500),
+                s(1),
+            ),
+            (
+                "TC2 429 retry_after: 0",
+                &limited(0),
+                0,
+                1,
+                Some(s(0)),
+                ms(500),
+                s(1),
+            ),
+            (
+                "TC3 fourth 429 in a row",
+                &limited(0),
+                0,
+                4,
+                Some(s(0)),
+                s(4),
+                s(8),
+            ),
+            (
+                "TC4 the server asks longer",
+                &retryable,
+                1,
+                0,
+                Some(s(30)),
+                s(30),
+                s(30),
+            ),
+            (
+                "TC5 capped at an hour",
+                &retryable,
+                1,
+                0,
+                Some(s(86_400)),
+                s(3600),
+                s(3600),
+            ),
+            (
+                "TC6 unhealthy, 503 + 0",
+                &retryable,
+                5,
+                0,
+                Some(s(0)),
+                s(150),
+                s(300),
+            ),
+            (
+                "TC7 unhealthy, 429 + 0",
+                &limited(0),
+                7,
+                1,
+                Some(s(0)),
+                s(150),
+                s(300),
+            ),
+            ("TC8 no header", &retryable, 2, 0, None, s(1), s(2)),
+        ];
+        for (name, class, failures, rate_limited, server, min, max) in cases {
+            for _ in 0..20 {
+                let d = cfg.next_delay(class, failures, rate_limited, server);
+                assert!(
+                    d >= min && d <= max,
+                    "{name}: {d:?} not in [{min:?}, {max:?}]"
+                );
+            }
+        }
     }
 }

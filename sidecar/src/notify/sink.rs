@@ -4,11 +4,18 @@
 //! |---|---|---|---|---|
 //! | discord | `POST {discord-api-url}/webhooks/{id}/{token}?wait=true` (id, token and any `thread_id` from the saved webhook URL), JSON embed | 2xx | 429 after the body's `retry_after` (seconds), 5xx, network errors, timeouts | other 4xx, a target that is not a webhook URL |
 //! | telegram | `POST {telegram-api-url}/bot{token}/sendMessage` `{chat_id, text, parse_mode: "MarkdownV2"}` | 2xx with `ok: true` | 429 after `parameters.retry_after`, 5xx, network | other 4xx (`description` recorded), a malformed token |
-//! | webhook | `POST {target}` with the stored alert JSON, `Content-Type: application/json`, `X-Alert-Id`, and `X-Signature: sha256=<hex HMAC-SHA256(signing_secret, body)>` when a secret is set | 2xx | 429 after `Retry-After` (seconds), 5xx, network | other 4xx, 3xx (redirects are not followed), an invalid or non-http(s) URL |
+//! | webhook | `POST {target}` with the stored alert JSON, `Content-Type: application/json`, `X-Alert-Id`, and `X-Signature: sha256=<hex HMAC-SHA256(signing_secret, body)>` when a secret is set | 2xx | 429 after `Retry-After` (seconds), 5xx, network | other 4xx, 3xx (redirects are not followed), an invalid or non-http(s) URL, a host on a refused address ([`super::net`]) |
+//!
+//! What is recorded of an answer (`last_error`, the log): the HTTP status, and for Discord
+//! and Telegram their API's `message` / `description`, cut to
+//! [`crate::text::REMOTE_TEXT_MAX_CHARS`] characters on one line. A webhook's answer body is
+//! never recorded (a webhook host is anyone's: its body could be an internal page). At most
+//! [`super::net::MAX_RESPONSE_BYTES`] of any answer are read.
 //!
 //! Secrets (the Discord URL's token, the bot token, webhook URLs, the signing secret) never
 //! appear in an error message: reqwest errors are stripped of their URL and every message
-//! goes through [`Redactor`], which masks each secret (and its percent-encoded form) as `***`.
+//! goes through [`Redactor`], which masks each secret (and its percent-encoded form), and the
+//! whole path and query of each URL, as `***`.
 
 use std::time::Duration;
 
@@ -19,6 +26,8 @@ use sha2::Sha256;
 use url::Url;
 
 use super::format::AlertPayload;
+use super::net::{read_capped, refusal_in, HttpClients};
+use crate::text::{sanitize, REMOTE_TEXT_MAX_CHARS};
 
 /// The row of `market.alert_sinks` the notifier reads (compared to detect changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +77,26 @@ pub enum ErrorClass {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendError {
     pub class: ErrorClass,
+    /// What is recorded (`alert_deliveries.last_error`, readable by ta_reader) and logged: the
+    /// HTTP status and a reason of ta-feed's own, never text from the remote side.
     pub message: String,
+    /// The chat API's own explanation (Discord `message`, Telegram `description`), sanitized and
+    /// capped: written to ta-feed's log only. Webhook answers are never read into it.
+    pub remote: Option<String>,
+}
+
+/// ta-feed's own words for an HTTP status a sink answered (recorded instead of the answer).
+fn own_reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        300..=399 => " (a redirect: redirects are not followed, save the final URL)",
+        400 => " (the request was refused as malformed: check chat_id and the sink's kind)",
+        401 | 403 => " (not authorized: the webhook URL or bot token is wrong or revoked)",
+        404 => " (not found: the webhook or chat does not exist)",
+        413 => " (the message was too large for the sink)",
+        429 => " (rate limited)",
+        500..=599 => " (the sink's server failed)",
+        _ => "",
+    }
 }
 
 /// Longest server-provided Retry-After honoured.
@@ -83,10 +111,16 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Masks `secrets`, their percent-encoded forms, and for URLs every path segment and
-    /// query value of 6 or more characters (webhook ids and tokens).
+    /// Masks `secrets`, their percent-encoded forms, and for URLs the whole path, the whole
+    /// query (each alone, together, raw and percent-decoded) and every path segment and query
+    /// value of 6 or more characters (webhook ids and tokens, in any case).
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Redactor {
         let mut out: Vec<String> = Vec::new();
+        let decoded = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
         for s in secrets {
             let s = s.trim();
             if s.len() < 4 {
@@ -99,16 +133,29 @@ impl Redactor {
             );
             if let Ok(u) = Url::parse(s) {
                 out.push(u.to_string());
+                let path = u.path();
+                let mut pieces: Vec<String> = Vec::new();
+                if path != "/" {
+                    pieces.push(path.to_string());
+                }
+                if let Some(q) = u.query() {
+                    pieces.push(q.to_string());
+                    pieces.push(format!("{path}?{q}"));
+                }
                 for seg in u.path_segments().into_iter().flatten() {
-                    // ids and tokens, not words such as "webhooks"
-                    if seg.len() >= 6 && !seg.bytes().all(|b| b.is_ascii_lowercase()) {
-                        out.push(seg.to_string());
+                    if seg.len() >= 6 {
+                        pieces.push(seg.to_string());
                     }
                 }
                 for (_, v) in u.query_pairs() {
                     if v.len() >= 6 {
-                        out.push(v.into_owned());
+                        pieces.push(v.into_owned());
                     }
+                }
+                for p in pieces {
+                    let d = decoded(&p);
+                    out.push(p);
+                    out.push(d);
                 }
             }
             // a bot token's secret half
@@ -118,6 +165,7 @@ impl Redactor {
                 }
             }
         }
+        out.retain(|s| s.len() >= 4);
         out.sort_by_key(|s| std::cmp::Reverse(s.len()));
         out.dedup();
         Redactor { secrets: out }
@@ -257,27 +305,42 @@ impl Sink {
     }
 
     /// Sends one alert (`payload` is the stored JSON text).
-    pub async fn send(&self, http: &reqwest::Client, payload: &str) -> Result<(), SendError> {
+    pub async fn send(&self, http: &HttpClients, payload: &str) -> Result<(), SendError> {
         let target = self.target.as_ref().map_err(|e| SendError {
             class: ErrorClass::Permanent,
             message: self.redact(e),
+            remote: None,
         })?;
+        if let Target::Webhook { url, .. } = target {
+            // an IP literal is never resolved: the resolver cannot see it
+            if let Err(refused) = http.policy.check_host(url.host()) {
+                return Err(SendError {
+                    class: ErrorClass::Permanent,
+                    message: refused.to_string(),
+                    remote: None,
+                });
+            }
+        }
         let parsed = || -> Result<AlertPayload, SendError> {
             serde_json::from_str(payload).map_err(|e| SendError {
                 class: ErrorClass::Permanent,
                 message: format!("alert payload cannot be formatted: {e}"),
+                remote: None,
             })
         };
         let request = match target {
-            Target::Discord { url } => http.post(url.clone()).json(&parsed()?.discord_body()),
-            Target::Telegram { url, chat_id } => http.post(url.clone()).json(&serde_json::json!({
-                "chat_id": chat_id,
-                "text": parsed()?.telegram_text(),
-                "parse_mode": "MarkdownV2",
-                "link_preview_options": {"is_disabled": true},
-            })),
+            Target::Discord { url } => http.api.post(url.clone()).json(&parsed()?.discord_body()),
+            Target::Telegram { url, chat_id } => {
+                http.api.post(url.clone()).json(&serde_json::json!({
+                    "chat_id": chat_id,
+                    "text": parsed()?.telegram_text(),
+                    "parse_mode": "MarkdownV2",
+                    "link_preview_options": {"is_disabled": true},
+                }))
+            }
             Target::Webhook { url, secret } => {
                 let mut r = http
+                    .webhook
                     .post(url.clone())
                     .header(CONTENT_TYPE, "application/json")
                     .body(payload.to_string());
@@ -293,13 +356,28 @@ impl Sink {
                 r
             }
         };
-        let response = request.send().await.map_err(|e| SendError {
-            class: ErrorClass::Retryable { retry_after: None },
-            message: self.redact(&reqwest_error_text(e)),
+        let response = request.send().await.map_err(|e| {
+            if let Some(refused) = refusal_in(&e) {
+                return SendError {
+                    class: ErrorClass::Permanent,
+                    message: refused.to_string(),
+                    remote: None,
+                };
+            }
+            SendError {
+                class: ErrorClass::Retryable { retry_after: None },
+                message: self.redact(&sanitize(&reqwest_error_text(e), 2 * REMOTE_TEXT_MAX_CHARS)),
+                remote: None,
+            }
         })?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.text().await.unwrap_or_default();
+        // a webhook's answer is never recorded, so never read; the chat APIs' is read up to
+        // MAX_RESPONSE_BYTES
+        let body = match target {
+            Target::Webhook { .. } => Vec::new(),
+            _ => read_capped(response).await,
+        };
         self.classify(status, &headers, &body)
     }
 
@@ -307,10 +385,18 @@ impl Sink {
         &self,
         status: StatusCode,
         headers: &HeaderMap,
-        body: &str,
+        body: &[u8],
     ) -> Result<(), SendError> {
-        let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+        let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
         let telegram = matches!(self.target, Ok(Target::Telegram { .. }));
+        // the API's own explanation (Discord `message`, Telegram `description`), one short line
+        let api_text = |field: &str| -> String {
+            json.as_ref()
+                .and_then(|j| j.get(field))
+                .and_then(|d| d.as_str())
+                .map(|d| sanitize(d, REMOTE_TEXT_MAX_CHARS))
+                .unwrap_or_default()
+        };
         if status.is_success() {
             if telegram
                 && json
@@ -321,30 +407,21 @@ impl Sink {
             {
                 return Err(SendError {
                     class: ErrorClass::Permanent,
-                    message: self.redact(&format!("Telegram answered ok=false: {}", snippet(body))),
+                    message: "Telegram answered ok=false (its description is in ta-feed's log)"
+                        .to_string(),
+                    remote: Some(self.redact(&api_text("description"))).filter(|t| !t.is_empty()),
                 });
             }
             return Ok(());
         }
-        let detail = match &json {
-            Some(j) if telegram => j
-                .get("description")
-                .and_then(|d| d.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| snippet(body)),
-            Some(j) => j
-                .get("message")
-                .and_then(|d| d.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| snippet(body)),
-            None => snippet(body),
+        // the chat API's explanation goes to the log only; what is recorded is ours
+        let remote = match self.target {
+            Ok(Target::Telegram { .. }) => api_text("description"),
+            Ok(Target::Discord { .. }) => api_text("message"),
+            _ => String::new(),
         };
-        let mut message = format!("HTTP {status}");
-        if !detail.is_empty() {
-            message.push_str(": ");
-            message.push_str(&detail);
-        }
-        let message = self.redact(&message);
+        let remote = Some(self.redact(&remote)).filter(|t| !t.is_empty());
+        let message = format!("HTTP {status}{}", own_reason(status));
         let header_retry = headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
@@ -361,6 +438,7 @@ impl Sink {
                         .unwrap_or(DEFAULT_RETRY_AFTER),
                 },
                 message,
+                remote: remote.clone(),
             });
         }
         if status.is_server_error() {
@@ -369,16 +447,13 @@ impl Sink {
                     retry_after: retry_after(header_retry),
                 },
                 message,
+                remote: remote.clone(),
             });
         }
-        let message = if status.is_redirection() {
-            format!("{message} (redirects are not followed: save the final URL)")
-        } else {
-            message
-        };
         Err(SendError {
             class: ErrorClass::Permanent,
             message,
+            remote,
         })
     }
 }
@@ -387,16 +462,6 @@ fn retry_after(seconds: Option<f64>) -> Option<Duration> {
     seconds
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
-}
-
-/// At most 300 characters of a response body, on one line.
-fn snippet(body: &str) -> String {
-    let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut s: String = one_line.chars().take(300).collect();
-    if s.len() < one_line.len() {
-        s.push('…');
-    }
-    s
 }
 
 /// reqwest's error and its causes, without the URL.
@@ -538,12 +603,12 @@ mod tests {
             &endpoints(),
         );
         let h = HeaderMap::new();
-        assert!(s.classify(StatusCode::NO_CONTENT, &h, "").is_ok());
+        assert!(s.classify(StatusCode::NO_CONTENT, &h, b"").is_ok());
         let e = s
             .classify(
                 StatusCode::TOO_MANY_REQUESTS,
                 &h,
-                r#"{"message":"You are being rate limited.","retry_after":0.25,"global":false}"#,
+                br#"{"message":"You are being rate limited.","retry_after":0.25,"global":false}"#,
             )
             .unwrap_err();
         assert_eq!(
@@ -553,25 +618,37 @@ mod tests {
             }
         );
         let e = s
-            .classify(StatusCode::INTERNAL_SERVER_ERROR, &h, "oops")
+            .classify(StatusCode::INTERNAL_SERVER_ERROR, &h, b"oops")
             .unwrap_err();
         assert_eq!(e.class, ErrorClass::Retryable { retry_after: None });
-        assert_eq!(e.message, "HTTP 500 Internal Server Error: oops");
+        assert_eq!(
+            e.message, "HTTP 500 Internal Server Error (the sink's server failed)",
+            "a body that is not the API's JSON is not recorded"
+        );
+        assert_eq!(e.remote, None);
         let e = s
             .classify(
                 StatusCode::NOT_FOUND,
                 &h,
-                r#"{"message": "Unknown Webhook", "code": 10015}"#,
+                br#"{"message": "Unknown Webhook", "code": 10015}"#,
             )
             .unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
-        assert_eq!(e.message, "HTTP 404 Not Found: Unknown Webhook");
+        assert_eq!(
+            e.message,
+            "HTTP 404 Not Found (not found: the webhook or chat does not exist)"
+        );
+        assert_eq!(
+            e.remote.as_deref(),
+            Some("Unknown Webhook"),
+            "logged, not stored"
+        );
         let t = Sink::new(row("telegram", "1:abcdef"), &endpoints());
         let e = t
             .classify(
                 StatusCode::TOO_MANY_REQUESTS,
                 &h,
-                r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}"#,
+                br#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}"#,
             )
             .unwrap_err();
         assert_eq!(
@@ -584,19 +661,19 @@ mod tests {
             .classify(
                 StatusCode::BAD_REQUEST,
                 &h,
-                r#"{"ok":false,"error_code":400,"description":"Bad Request: chat not found"}"#,
+                br#"{"ok":false,"error_code":400,"description":"Bad Request: chat not found"}"#,
             )
             .unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
-        assert_eq!(
-            e.message,
-            "HTTP 400 Bad Request: Bad Request: chat not found"
-        );
+        assert!(e
+            .message
+            .starts_with("HTTP 400 Bad Request (the request was refused"));
+        assert_eq!(e.remote.as_deref(), Some("Bad Request: chat not found"));
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "7".parse().unwrap());
         let w = Sink::new(row("webhook", "http://example.invalid/hook"), &endpoints());
         let e = w
-            .classify(StatusCode::TOO_MANY_REQUESTS, &h, "")
+            .classify(StatusCode::TOO_MANY_REQUESTS, &h, b"")
             .unwrap_err();
         assert_eq!(
             e.class,
@@ -605,7 +682,7 @@ mod tests {
             }
         );
         let e = w
-            .classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), "")
+            .classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), b"")
             .unwrap_err();
         assert_eq!(
             e.class,
@@ -614,8 +691,84 @@ mod tests {
             }
         );
         let e = w
-            .classify(StatusCode::MOVED_PERMANENTLY, &HeaderMap::new(), "")
+            .classify(StatusCode::MOVED_PERMANENTLY, &HeaderMap::new(), b"")
             .unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
+    }
+
+    /// Finding 1/6: what a sink answers never reaches `last_error`: it records the status and a
+    /// reason of ta-feed's own; a chat API's explanation reaches the log only, as one short line.
+    #[test]
+    fn remote_text_is_never_stored_whole() {
+        let h = HeaderMap::new();
+        let w = Sink::new(row("webhook", "http://example.invalid/h"), &endpoints());
+        for body in [
+            &b"db_password=hunter2 aws_key=AKIA..."[..],
+            br#"{"message": "db_password=hunter2"}"#,
+            b"\n2026-12-07T00:00:00Z ERROR ta_feed: FORGED LINE",
+        ] {
+            let e = w
+                .classify(StatusCode::INTERNAL_SERVER_ERROR, &h, body)
+                .unwrap_err();
+            assert_eq!(
+                e.message,
+                "HTTP 500 Internal Server Error (the sink's server failed)"
+            );
+            assert_eq!(e.remote, None);
+            let e = w.classify(StatusCode::BAD_REQUEST, &h, body).unwrap_err();
+            assert!(
+                e.message.starts_with("HTTP 400 Bad Request ("),
+                "{}",
+                e.message
+            );
+            assert!(!e.message.contains("hunter2") && e.remote.is_none());
+        }
+        let d = Sink::new(
+            row("discord", "https://discord.com/api/webhooks/1/t0ken123"),
+            &endpoints(),
+        );
+        let huge = format!("first\nERROR ta_feed: FORGED LINE {}", "x".repeat(1 << 20));
+        let body = serde_json::json!({ "message": huge }).to_string();
+        let e = d
+            .classify(StatusCode::BAD_REQUEST, &h, body.as_bytes())
+            .unwrap_err();
+        assert!(!e.message.contains("FORGED"), "{}", e.message);
+        let remote = e.remote.expect("Discord's message is logged");
+        assert!(!remote.contains('\n'), "{remote}");
+        assert!(remote.starts_with("first ERROR ta_feed: FORGED LINE x"));
+        assert!(remote.chars().count() <= crate::text::REMOTE_TEXT_MAX_CHARS + 8);
+        let t = Sink::new(row("telegram", "1:abcdef"), &endpoints());
+        let body =
+            serde_json::json!({"ok": false, "description": "bad\r\n\u{1b}[31mred"}).to_string();
+        let e = t.classify(StatusCode::OK, &h, body.as_bytes()).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Telegram answered ok=false (its description is in ta-feed's log)"
+        );
+        assert_eq!(e.remote.as_deref(), Some("bad [31mred"));
+    }
+
+    /// Finding 7: the whole path and query of a webhook URL are masked, whatever their case
+    /// or length.
+    #[test]
+    fn redaction_masks_whole_path_and_query() {
+        let target = "https://hooks.example.com/x/hooks/abcdefghsecret?token=abc";
+        let r = Redactor::new([target]);
+        for text in [
+            "echo: /x/hooks/abcdefghsecret?token=abc",
+            "path /x/hooks/abcdefghsecret and query token=abc",
+            "encoded %2Fx%2Fhooks%2Fabcdefghsecret",
+            "just the segment abcdefghsecret",
+        ] {
+            let t = r.redact(text);
+            assert!(
+                !t.contains("abcdefghsecret") && !t.contains("token=abc"),
+                "{text} -> {t}"
+            );
+        }
+        // a lower-case segment and a short value: masked as part of the whole path/query
+        let r = Redactor::new(["http://h.example/lowercasesecret/x?k=ab1"]);
+        let t = r.redact("GET /lowercasesecret/x?k=ab1");
+        assert_eq!(t, "GET ***", "{t}");
     }
 }

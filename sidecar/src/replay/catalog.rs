@@ -7,7 +7,10 @@
 //! quote_volume and taker_buy_quote_volume are the original's multiplied by the exact decimal
 //! `(1000 + k) / 1000` (`Decimal::new(1000 + k, 3)`, no rounding: the scale grows by 3, so
 //! `0.1038 × 1.003 = 0.1041114`); volume, taker_buy_volume, trades and times are unchanged.
-//! Clones are derived from the source kline when served, never stored.
+//! Clones are derived from the source kline when served, never stored. Their trades and book
+//! tickers likewise: prices × the same factor, quantities, ids and times unchanged (so a
+//! clone's klines derived from its trades equal its source's klines cloned: Σ p·f·q =
+//! f·Σ p·q exactly).
 //!
 //! # Listing windows
 //! A `--list SYM@T` symbol does not exist before T and has klines from T's minute on; a
@@ -20,6 +23,9 @@ use std::collections::HashMap;
 use rust_decimal::Decimal;
 
 use super::{ReplayData, ReplayError};
+use crate::binance::kind::agg_trade::AggTrade;
+use crate::binance::kind::book_ticker::BookTicker;
+use crate::binance::kind::Symbol;
 use crate::binance::model::Kline;
 use crate::constants::{KLINE_STREAM_SUFFIX, MINUTE_MS};
 
@@ -33,6 +39,8 @@ pub struct ServedSymbol {
     pub name: String,
     /// Stream name (`algo03usdt@kline_1m`).
     pub stream: String,
+    /// The name as rows carry it (shared).
+    pub symbol: Symbol,
     /// Index of the source series in [`ReplayData`].
     pub source: usize,
     /// Clone number (0 = the file's own symbol).
@@ -76,6 +84,36 @@ impl ServedSymbol {
             None => Cow::Borrowed(k),
             Some(f) => Cow::Owned(clone_kline(k, &self.name, f)),
         }
+    }
+
+    /// This symbol's view of a source trade (price × factor for a clone).
+    pub fn derive_trade<'a>(&self, t: &'a AggTrade) -> Cow<'a, AggTrade> {
+        match self.factor {
+            None => Cow::Borrowed(t),
+            Some(f) => Cow::Owned(AggTrade {
+                symbol: self.symbol.clone(),
+                price: t.price * f,
+                ..t.clone()
+            }),
+        }
+    }
+
+    /// This symbol's view of a source book ticker (prices × factor for a clone).
+    pub fn derive_book<'a>(&self, b: &'a BookTicker) -> Cow<'a, BookTicker> {
+        match self.factor {
+            None => Cow::Borrowed(b),
+            Some(f) => Cow::Owned(BookTicker {
+                symbol: self.symbol.clone(),
+                best_bid_price: b.best_bid_price * f,
+                best_ask_price: b.best_ask_price * f,
+                ..b.clone()
+            }),
+        }
+    }
+
+    /// Is a tick at `time_ms` served (after the listing, before the delisting)?
+    pub fn serves_time(&self, time_ms: i64) -> bool {
+        self.listed_ms.is_none_or(|t| time_ms >= t) && self.delisted_ms.is_none_or(|t| time_ms < t)
     }
 }
 
@@ -142,8 +180,10 @@ impl Catalog {
                     )));
                 }
                 cat.index.insert(name.clone(), cat.symbols.len());
+                let symbol = Symbol::new(&name).map_err(|e| ReplayError::Clone(e.to_string()))?;
                 cat.symbols.push(ServedSymbol {
                     stream: format!("{}{KLINE_STREAM_SUFFIX}", name.to_ascii_lowercase()),
+                    symbol,
                     name,
                     source,
                     k,

@@ -23,7 +23,19 @@
 //! legacy `/stream` and `/ws/...` open but stay silent; Binance's connection limits
 //! (see [`ws`]).
 //!
-//! Test hooks (both markets): `GET /_replay/status`, `POST /_replay/drop-connection[?id=N]`.
+//! Ticks (both markets): aggTrades dumps (`SYMBOL-aggTrades-…`) are served as `@aggTrade`
+//! streams (each trade at its `T`, `E = T`) and by REST `aggTrades` (fromId / startTime /
+//! endTime / limit as Binance, weight 4 spot and 20 USD-M, refused with 429/418 like klines);
+//! a symbol with trades gets its klines **derived from those trades** (Binance's rule: open
+//! and close the first and last price, volume Σq, quote volume Σp·q, trades Σ(l−f+1), taker
+//! sums over `m = false`; a minute without trades is flat at the previous close), so one
+//! replay is consistent across streams. Book-ticker recordings (futures `bookTicker` dumps,
+//! Tardis quotes) are served as `@bookTicker` (USD-M: on `/public`, and on the legacy unrouted
+//! path, which carries public data; spot: without `e`, `E`, `T`), optionally moved in time
+//! (`--book-tickers-from`). USD-M klines and aggTrades are only on `/market`.
+//!
+//! Test hooks (both markets): `GET /_replay/status`, `POST /_replay/drop-connection[?id=N]`
+//! (`?channel=aggTrade`: the oldest connection of that channel).
 
 mod catalog;
 mod rest;
@@ -48,11 +60,15 @@ use tokio::time::Instant;
 use tracing::info;
 
 pub use catalog::{clone_kline, clone_name, parse_listing, Catalog, ServedSymbol};
-pub use rest::select_klines;
+pub use rest::{select_agg_trades, select_klines};
 
+use crate::binance::kind::agg_trade::AggTrade;
+use crate::binance::kind::book_ticker::BookTicker;
+use crate::binance::kind::Route;
 use crate::binance::model::Kline;
 use crate::constants::MINUTE_MS;
 use crate::import::{read_klines12, ImportError};
+use crate::import_ticks::{self, TickRow};
 use crate::market::Market;
 use crate::shutdown::Shutdown;
 
@@ -68,8 +84,10 @@ pub const BAN_SECS: u64 = 120;
 pub enum ReplayError {
     #[error("loading data: {0}")]
     Load(#[from] ImportError),
-    #[error("no klines in the given files")]
+    #[error("no klines, trades or book tickers in the given files")]
     Empty,
+    #[error("{symbol}: {reason}")]
+    Derive { symbol: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -146,6 +164,8 @@ pub struct ReplayConfig {
     pub delist: Vec<(String, i64)>,
     /// Append one JSON line per connection and minute after its closed klines were sent.
     pub sent_log: Option<PathBuf>,
+    /// Move each book-ticker recording so its first update is at this time (epoch ms).
+    pub book_tickers_from: Option<i64>,
 }
 
 impl ReplayConfig {
@@ -173,6 +193,7 @@ impl ReplayConfig {
             list: Vec::new(),
             delist: Vec::new(),
             sent_log: None,
+            book_tickers_from: None,
         }
     }
 }
@@ -193,39 +214,74 @@ pub fn default_close_delay_ms(market: Market) -> i64 {
     }
 }
 
-/// Recorded klines by symbol, in file order.
+/// Recorded klines, trades and book tickers by symbol, in file order.
 #[derive(Debug, Default)]
 pub struct ReplayData {
     symbols: Vec<String>,
     series: Vec<Vec<Kline>>,
+    trades: Vec<Vec<AggTrade>>,
+    books: Vec<Vec<BookTicker>>,
     index: HashMap<String, usize>,
 }
 
 impl ReplayData {
-    /// Loads klines12 files (symbol from each file name).
+    /// Loads klines12 files, aggTrades dumps and book-ticker recordings (kind and symbol from
+    /// each file name).
     pub fn load(files: &[PathBuf]) -> Result<Self, ReplayError> {
-        let mut all = Vec::new();
-        for f in files {
-            all.extend(read_klines12(f, None)?);
-        }
-        Self::from_klines(all)
+        Self::load_with(files, None)
     }
 
-    /// Builds from klines (sorted by open time per symbol; the last copy of a duplicate
+    /// [`ReplayData::load`], moving every book-ticker recording to start at
+    /// `book_tickers_from` (epoch ms).
+    pub fn load_with(
+        files: &[PathBuf],
+        book_tickers_from: Option<i64>,
+    ) -> Result<Self, ReplayError> {
+        let mut klines = Vec::new();
+        let mut trades = Vec::new();
+        let mut books: Vec<Vec<BookTicker>> = Vec::new();
+        for f in files {
+            match import_ticks::detect(f) {
+                Some((kind, symbol)) => {
+                    let mut file_books = Vec::new();
+                    for row in import_ticks::read_all(f, kind, &symbol)? {
+                        match row {
+                            TickRow::Trade(t) => trades.push(t),
+                            TickRow::Book(b) => file_books.push(b),
+                        }
+                    }
+                    if !file_books.is_empty() {
+                        books.push(file_books);
+                    }
+                }
+                None => klines.extend(read_klines12(f, None)?),
+            }
+        }
+        if let Some(at) = book_tickers_from {
+            for file in &mut books {
+                shift_books(file, at);
+            }
+        }
+        Self::from_parts(klines, trades, books.into_iter().flatten().collect())
+    }
+
+    /// Builds from klines only (sorted by open time per symbol; the last copy of a duplicate
     /// minute wins).
     pub fn from_klines(klines: Vec<Kline>) -> Result<Self, ReplayError> {
+        Self::from_parts(klines, Vec::new(), Vec::new())
+    }
+
+    /// Builds from klines, trades (their symbols get klines derived from them) and book
+    /// tickers. Trades are ordered by id (the last copy of a duplicate id wins), book tickers
+    /// by update id.
+    pub fn from_parts(
+        klines: Vec<Kline>,
+        trades: Vec<AggTrade>,
+        books: Vec<BookTicker>,
+    ) -> Result<Self, ReplayError> {
         let mut data = ReplayData::default();
         for k in klines {
-            let i = match data.index.get(&k.symbol) {
-                Some(&i) => i,
-                None => {
-                    let i = data.symbols.len();
-                    data.symbols.push(k.symbol.clone());
-                    data.index.insert(k.symbol.clone(), i);
-                    data.series.push(Vec::new());
-                    i
-                }
-            };
+            let i = data.slot(&k.symbol);
             data.series[i].push(k);
         }
         for v in &mut data.series {
@@ -235,10 +291,53 @@ impl ReplayData {
             v.dedup_by_key(|k| k.open_time_ms());
             v.reverse();
         }
-        if data.series.iter().all(Vec::is_empty) {
+        for t in trades {
+            let i = data.slot(t.symbol.as_str());
+            data.trades[i].push(t);
+        }
+        for b in books {
+            let i = data.slot(b.symbol.as_str());
+            data.books[i].push(b);
+        }
+        for i in 0..data.symbols.len() {
+            let v = &mut data.trades[i];
+            v.sort_by_key(|t| t.agg_trade_id);
+            v.reverse();
+            v.dedup_by_key(|t| t.agg_trade_id);
+            v.reverse();
+            data.books[i].sort_by_key(|b| b.update_id);
+            data.books[i].dedup_by_key(|b| b.update_id);
+            if !data.trades[i].is_empty() {
+                if !data.series[i].is_empty() {
+                    return Err(ReplayError::Derive {
+                        symbol: data.symbols[i].clone(),
+                        reason: "has both a kline file and trades: its klines are derived from \
+                                 its trades"
+                            .into(),
+                    });
+                }
+                data.series[i] = klines_from_trades(&data.symbols[i], &data.trades[i])?;
+            }
+        }
+        if data.series.iter().all(Vec::is_empty) && data.books.iter().all(Vec::is_empty) {
             return Err(ReplayError::Empty);
         }
         Ok(data)
+    }
+
+    fn slot(&mut self, symbol: &str) -> usize {
+        match self.index.get(symbol) {
+            Some(&i) => i,
+            None => {
+                let i = self.symbols.len();
+                self.symbols.push(symbol.to_string());
+                self.index.insert(symbol.to_string(), i);
+                self.series.push(Vec::new());
+                self.trades.push(Vec::new());
+                self.books.push(Vec::new());
+                i
+            }
+        }
     }
 
     pub fn symbols(&self) -> &[String] {
@@ -254,13 +353,28 @@ impl ReplayData {
         &self.series[i]
     }
 
+    /// The trades of the `i`-th symbol, by id.
+    pub fn trades_at(&self, i: usize) -> &[AggTrade] {
+        &self.trades[i]
+    }
+
+    /// The book tickers of the `i`-th symbol, by update id.
+    pub fn books_at(&self, i: usize) -> &[BookTicker] {
+        &self.books[i]
+    }
+
     pub fn first_open_ms(&self) -> i64 {
-        self.series
+        let klines = self
+            .series
             .iter()
             .filter_map(|v| v.first())
-            .map(Kline::open_time_ms)
-            .min()
-            .unwrap_or(0)
+            .map(Kline::open_time_ms);
+        let books = self
+            .books
+            .iter()
+            .filter_map(|v| v.first())
+            .map(|b| b.time_ms().div_euclid(MINUTE_MS) * MINUTE_MS);
+        klines.chain(books).min().unwrap_or(0)
     }
 
     pub fn last_open_ms(&self) -> i64 {
@@ -275,6 +389,124 @@ impl ReplayData {
     /// The kline of `symbol` opening at `open_ms`.
     pub fn at(&self, symbol: &str, open_ms: i64) -> Option<&Kline> {
         find_open(self.series(symbol)?, open_ms)
+    }
+}
+
+/// Moves book tickers (in update-id order) so the earliest update is at `at_ms`; relative
+/// times are kept (µs included).
+fn shift_books(books: &mut [BookTicker], at_ms: i64) {
+    let Some(first) = books.iter().map(|b| b.event_time).min() else {
+        return;
+    };
+    let delta = chrono::Duration::milliseconds(at_ms) - (first - DateTime::UNIX_EPOCH);
+    for b in books {
+        b.event_time += delta;
+        b.transaction_time = b.transaction_time.map(|t| t + delta);
+    }
+}
+
+/// Binance's 1m klines of `trades` (ordered by id): for each minute from the first trade's to
+/// the last trade's, open/close = the first/last trade's price, high/low, volume = Σ quantity,
+/// quote volume = Σ price·quantity, trades = Σ(l − f + 1), taker buy volume / quote volume =
+/// the same sums over trades with `m = false` (the taker bought); a minute without trades is
+/// flat at the previous close with zero volumes. Exact decimals (an error rather than a
+/// rounded sum).
+pub fn klines_from_trades(symbol: &str, trades: &[AggTrade]) -> Result<Vec<Kline>, ReplayError> {
+    let err = |reason: String| ReplayError::Derive {
+        symbol: symbol.to_string(),
+        reason,
+    };
+    let exact_mul = |a: Decimal, b: Decimal| -> Result<Decimal, ReplayError> {
+        let p = a
+            .checked_mul(b)
+            .ok_or_else(|| err(format!("{a} × {b} overflows")))?;
+        if p.scale() != a.scale() + b.scale() && !p.is_zero() {
+            return Err(err(format!("{a} × {b} is not exact in 28 digits")));
+        }
+        Ok(p)
+    };
+    let add = |a: Decimal, b: Decimal| {
+        a.checked_add(b)
+            .ok_or_else(|| err(format!("{a} + {b} overflows")))
+    };
+    let mut out: Vec<Kline> = Vec::new();
+    let mut i = 0;
+    while i < trades.len() {
+        let minute = trades[i].time_ms().div_euclid(MINUTE_MS) * MINUTE_MS;
+        // flat minutes since the previous one
+        if let Some(prev) = out.last().cloned() {
+            let mut m = prev.open_time_ms() + MINUTE_MS;
+            while m < minute {
+                out.push(flat_kline(symbol, m, prev.close));
+                m += MINUTE_MS;
+            }
+        }
+        let mut j = i;
+        let first = &trades[i];
+        let (mut high, mut low) = (first.price, first.price);
+        let (mut volume, mut quote, mut buy, mut buy_quote) =
+            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
+        let mut count = 0i64;
+        while j < trades.len() && trades[j].time_ms().div_euclid(MINUTE_MS) * MINUTE_MS == minute {
+            let t = &trades[j];
+            high = high.max(t.price);
+            low = low.min(t.price);
+            let pq = exact_mul(t.price, t.quantity)?;
+            volume = add(volume, t.quantity)?;
+            quote = add(quote, pq)?;
+            if !t.is_buyer_maker {
+                buy = add(buy, t.quantity)?;
+                buy_quote = add(buy_quote, pq)?;
+            }
+            count += t.trades();
+            j += 1;
+        }
+        let last = &trades[j - 1];
+        if out.last().is_some_and(|k| k.open_time_ms() >= minute) {
+            return Err(err(format!(
+                "trades are not in time order at id {} (time {})",
+                first.agg_trade_id, first.transact_time
+            )));
+        }
+        let k = Kline {
+            symbol: symbol.to_string(),
+            open_time: crate::binance::model::from_ms(minute),
+            close_time: crate::binance::model::from_ms(
+                minute + crate::constants::KLINE_CLOSE_OFFSET_MS,
+            ),
+            open: first.price,
+            high,
+            low,
+            close: last.price,
+            volume,
+            quote_volume: quote,
+            trades: count,
+            taker_buy_volume: buy,
+            taker_buy_quote_volume: buy_quote,
+        };
+        k.validate().map_err(|e| err(e.to_string()))?;
+        out.push(k);
+        i = j;
+    }
+    Ok(out)
+}
+
+fn flat_kline(symbol: &str, minute: i64, price: Decimal) -> Kline {
+    Kline {
+        symbol: symbol.to_string(),
+        open_time: crate::binance::model::from_ms(minute),
+        close_time: crate::binance::model::from_ms(
+            minute + crate::constants::KLINE_CLOSE_OFFSET_MS,
+        ),
+        open: price,
+        high: price,
+        low: price,
+        close: price,
+        volume: Decimal::ZERO,
+        quote_volume: Decimal::ZERO,
+        trades: 0,
+        taker_buy_volume: Decimal::ZERO,
+        taker_buy_quote_volume: Decimal::ZERO,
     }
 }
 
@@ -353,6 +585,21 @@ pub fn partial_kline(k: &Kline, fraction: Decimal) -> Kline {
     }
 }
 
+/// The first and last raw trade ids (f, L) of `symbol_index`'s minute `open_ms` when its
+/// klines come from trades; None otherwise.
+fn trade_ids_from_trades(data: &ReplayData, i: usize, open_ms: i64) -> Option<(i64, i64)> {
+    let trades = data.trades_at(i);
+    if trades.is_empty() {
+        return None;
+    }
+    let lo = trades.partition_point(|t| t.time_ms() < open_ms);
+    let hi = trades.partition_point(|t| t.time_ms() < open_ms + MINUTE_MS);
+    if lo >= hi {
+        return Some((-1, -1));
+    }
+    Some((trades[lo].first_trade_id, trades[hi - 1].last_trade_id))
+}
+
 /// Synthetic trade ids (f, L) for a kline: -1/-1 when there was no trade.
 fn trade_ids(k: &Kline) -> (i64, i64) {
     if k.trades <= 0 {
@@ -386,6 +633,8 @@ struct WallLimiter {
 #[derive(Debug)]
 struct OpenConnection {
     streams: usize,
+    /// The channel of its first stream (`kline_1m`, `aggTrade`, `bookTicker`).
+    channel: String,
     opened_replay_ms: i64,
     drop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -405,6 +654,8 @@ pub struct ReplayState {
     fail_rest_remaining: AtomicU32,
     /// klines requests seen (including the ones answered with 429 / 418).
     pub klines_requests: AtomicU64,
+    /// aggTrades requests seen (including the ones answered with 429 / 418).
+    pub agg_trades_requests: AtomicU64,
     /// exchangeInfo requests seen.
     pub exchange_info_requests: AtomicU64,
     /// 429 answers sent.
@@ -486,7 +737,7 @@ impl ReplayState {
         let list: Vec<serde_json::Value> = open
             .iter()
             .map(|(id, c)| {
-                serde_json::json!({"id": id, "streams": c.streams,
+                serde_json::json!({"id": id, "streams": c.streams, "channel": c.channel,
                                    "opened_replay_ms": c.opened_replay_ms})
             })
             .collect();
@@ -500,6 +751,7 @@ impl ReplayState {
             "connections_total": load(&self.connections),
             "streams_open": open.values().map(|c| c.streams).sum::<usize>(),
             "klines_requests": load(&self.klines_requests),
+            "agg_trades_requests": load(&self.agg_trades_requests),
             "exchange_info_requests": load(&self.exchange_info_requests),
             "rate_limited": load(&self.rate_limited),
             "banned": load(&self.banned),
@@ -515,6 +767,7 @@ impl ReplayState {
         &self,
         id: u64,
         streams: usize,
+        channel: &str,
         opened_replay_ms: i64,
     ) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -522,6 +775,7 @@ impl ReplayState {
             id,
             OpenConnection {
                 streams,
+                channel: channel.to_string(),
                 opened_replay_ms,
                 drop: Some(tx),
             },
@@ -535,10 +789,21 @@ impl ReplayState {
 
     /// Drops connection `id` (default the oldest) abruptly; its id, or None when none.
     pub fn drop_connection(&self, id: Option<u64>) -> Option<u64> {
+        self.drop_connection_of(id, None)
+    }
+
+    /// Drops connection `id`, or the oldest one whose streams are of `channel` (`aggTrade`,
+    /// `bookTicker`, `kline_1m`), or the oldest; its id, or None when none matches.
+    pub fn drop_connection_of(&self, id: Option<u64>, channel: Option<&str>) -> Option<u64> {
         let mut open = self.open.lock().expect("open lock");
         let id = match id {
             Some(id) => open.contains_key(&id).then_some(id)?,
-            None => *open.keys().next()?,
+            None => {
+                *open
+                    .iter()
+                    .find(|(_, c)| channel.is_none_or(|ch| c.channel == ch))?
+                    .0
+            }
         };
         let mut c = open.remove(&id)?;
         if let Some(tx) = c.drop.take() {
@@ -658,6 +923,7 @@ pub async fn start(
         weight: Mutex::new((0, 0)),
         limiter: Mutex::new(WallLimiter::default()),
         klines_requests: AtomicU64::new(0),
+        agg_trades_requests: AtomicU64::new(0),
         exchange_info_requests: AtomicU64::new(0),
         rate_limited: AtomicU64::new(0),
         banned: AtomicU64::new(0),
@@ -679,6 +945,7 @@ pub async fn start(
         .route(market.rest_time_path(), get(rest::time_handler))
         .route(ping_path, get(rest::ping_handler))
         .route(market.rest_klines_path(), get(rest::klines_handler))
+        .route(market.rest_agg_trades_path(), get(rest::agg_trades_handler))
         .route(
             market.rest_exchange_info_path(),
             get(rest::exchange_info_handler),
@@ -697,6 +964,14 @@ pub async fn start(
             .route(
                 &format!("{}/{{*streams}}", market.ws_raw_path()),
                 get(ws::raw_handler),
+            )
+            .route(
+                Route::UsdmPublic.combined_path(),
+                get(ws::public_combined_handler),
+            )
+            .route(
+                &format!("{}/{{*streams}}", Route::UsdmPublic.raw_path()),
+                get(ws::public_raw_handler),
             )
             .route(legacy.ws_combined_path(), get(ws::legacy_combined_handler))
             .route(
@@ -741,7 +1016,7 @@ async fn drop_handler(
                 .into_response()
         }
     };
-    match st.drop_connection(id) {
+    match st.drop_connection_of(id, q.get("channel").map(String::as_str)) {
         Some(id) => {
             info!(connection = id, "dropping stream connection (hook)");
             Json(serde_json::json!({ "dropped": id })).into_response()
@@ -760,7 +1035,7 @@ pub async fn run_replay(
     cfg: ReplayConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReplayError> {
-    let data = ReplayData::load(&cfg.files)?;
+    let data = ReplayData::load_with(&cfg.files, cfg.book_tickers_from)?;
     let (_trigger, sd) = Shutdown::from_future(shutdown);
     let server = start(cfg, data, sd).await?;
     {

@@ -1,4 +1,5 @@
-//! REST endpoints of the fake Binance: time, klines, exchangeInfo, and request weight.
+//! REST endpoints of the fake Binance: time, klines, aggTrades, exchangeInfo, and request
+//! weight.
 //!
 //! Spot counts weight per *replay* minute (limit 6000; only klines are refused, 429 +
 //! `Retry-After: 1`). USDⓈ-M counts weight per *wall-clock* UTC minute (limit 2400): every
@@ -19,6 +20,7 @@ use rust_decimal::Decimal;
 use tracing::debug;
 
 use super::{partial_kline, wall_ms, ReplayState, BAN_SECS};
+use crate::binance::kind::agg_trade::{AggTrade, OwnedAggTrade};
 use crate::binance::model::{ApiError, Kline, RestKline, ServerTime};
 use crate::constants::{KLINE_INTERVAL, MINUTE_MS, USED_WEIGHT_HEADER};
 use crate::market::Market;
@@ -270,6 +272,147 @@ pub(super) async fn klines_handler(
         .collect();
     debug!(%symbol, ?start, ?end, limit, rows = rows.len(), now, "klines");
     (weight_headers(used), Json(rows)).into_response()
+}
+
+/// `GET /api/v3/aggTrades` | `/fapi/v1/aggTrades` `?symbol&fromId&startTime&endTime&limit`:
+/// Binance's selection ([`select_agg_trades`]) of the trades visible at replay time (`T` ≤
+/// now); weight 4 (spot) / 20 (USD-M), refused with 429 / 418 like klines (not by
+/// `--fail-rest`).
+pub(super) async fn agg_trades_handler(
+    State(st): State<Arc<ReplayState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    st.agg_trades_requests.fetch_add(1, Ordering::Relaxed);
+    let market = st.cfg.market;
+    let w = market.agg_trades_weight();
+    let used = match market {
+        Market::Spot => {
+            let used = st.add_weight(w);
+            if used > st.cfg.weight_limit_1m {
+                st.rate_limited.fetch_add(1, Ordering::Relaxed);
+                return too_many(market, st.cfg.weight_limit_1m, used, 1);
+            }
+            used
+        }
+        Market::Usdm => match st.admit_usdm(w) {
+            Ok(used) => used,
+            Err(refusal) => return refusal.into_response(),
+        },
+    };
+    let num = |name: &str| -> Result<Option<i64>, String> {
+        match q.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| format!("Illegal characters found in parameter '{name}'.")),
+        }
+    };
+    let Some(symbol) = q.get("symbol").filter(|s| !s.is_empty()) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            -1102,
+            "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+            used,
+        );
+    };
+    let (from_id, start, end, limit) = match (
+        num("fromId"),
+        num("startTime"),
+        num("endTime"),
+        num("limit"),
+    ) {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+        (Err(m), ..) | (_, Err(m), ..) | (_, _, Err(m), _) | (.., Err(m)) => {
+            return api_error(StatusCode::BAD_REQUEST, -1100, &m, used)
+        }
+    };
+    let limit = limit.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            -1100,
+            "Illegal characters found in parameter 'limit'; legal range is '1000'.",
+            used,
+        );
+    }
+    if from_id.is_some() && (start.is_some() || end.is_some()) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            -1128,
+            "Combination of optional parameters invalid.",
+            used,
+        );
+    }
+    if let (Some(a), Some(b)) = (start, end) {
+        if b < a || b - a >= 3_600_000 {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                -1127,
+                "More than 1 hours between startTime and endTime.",
+                used,
+            );
+        }
+    }
+    let now = st.clock.now_ms();
+    let Some(sym) = st
+        .catalog
+        .find(symbol)
+        .map(|i| st.catalog.get(i))
+        .filter(|s| s.exists_at(now))
+    else {
+        return api_error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.", used);
+    };
+    let trades = st.data.trades_at(sym.source);
+    let rows: Vec<OwnedAggTrade> =
+        select_agg_trades(trades, from_id, start, end, limit as usize, now)
+            .iter()
+            .filter(|t| sym.serves_time(t.time_ms()))
+            .map(|t| {
+                let mut w = sym.derive_trade(t).to_wire();
+                if market == Market::Usdm {
+                    w.is_best_match = None;
+                } else if w.is_best_match.is_none() {
+                    w.is_best_match = Some(true);
+                }
+                w
+            })
+            .collect();
+    debug!(%symbol, ?from_id, ?start, ?end, limit, rows = rows.len(), now, "aggTrades");
+    (weight_headers(used), Json(rows)).into_response()
+}
+
+/// Binance's aggTrades selection among `trades` (ordered by id) visible at `now` (`T` ≤ now):
+/// `fromId`: the first `limit` with id ≥ fromId; `startTime`/`endTime` (inclusive, < 1 h
+/// apart; one alone means an hour from/to it): the first `limit` in the window; none: the
+/// newest `limit`.
+pub fn select_agg_trades(
+    trades: &[AggTrade],
+    from_id: Option<i64>,
+    start: Option<i64>,
+    end: Option<i64>,
+    limit: usize,
+    now: i64,
+) -> &[AggTrade] {
+    let visible = &trades[..trades.partition_point(|t| t.time_ms() <= now)];
+    match (from_id, start, end) {
+        (Some(id), _, _) => {
+            let lo = visible.partition_point(|t| t.agg_trade_id < id);
+            &visible[lo..(lo + limit).min(visible.len())]
+        }
+        (None, None, None) => &visible[visible.len().saturating_sub(limit)..],
+        (None, s, e) => {
+            let (s, e) = match (s, e) {
+                (Some(s), Some(e)) => (s, e),
+                (Some(s), None) => (s, s + 3_600_000 - 1),
+                (None, Some(e)) => (e - 3_600_000 + 1, e),
+                (None, None) => unreachable!(),
+            };
+            let lo = visible.partition_point(|t| t.time_ms() < s);
+            let hi = visible.partition_point(|t| t.time_ms() <= e);
+            &visible[lo..hi.min(lo + limit).max(lo)]
+        }
+    }
 }
 
 pub(super) async fn exchange_info_handler(State(st): State<Arc<ReplayState>>) -> Response {

@@ -10,7 +10,13 @@
 //! upgrade; more than 10 client messages (text, ping, pong) within one second → close frame
 //! "too many messages"; `--connection-lifetime` replay seconds after opening → close frame.
 //! The legacy `/stream` and `/ws/...` routes of a USDⓈ-M replay open, ping and answer pings,
-//! and never deliver a kline (Binance since 2026-04-23).
+//! and never deliver a kline or an aggTrade (Binance since 2026-04-23: the unrouted path
+//! carries only `/public` data, i.e. book tickers); `/market` delivers klines and aggTrades,
+//! `/public` book tickers, each route nothing else.
+//!
+//! Ticks (`@aggTrade`, `@bookTicker`): every requested symbol's trades and book tickers after
+//! the connection's start are sent at their own times (`T`, `E`), merged in time order, in the
+//! market's payload form (spot aggTrade with `M`; spot bookTicker without `e`, `E`, `T`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -26,10 +32,14 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::{
-    find_open, partial_kline, trade_ids, MessageRate, ReplayState, MAX_STREAMS_PER_CONNECTION,
+    find_open, partial_kline, trade_ids, trade_ids_from_trades, MessageRate, ReplayState,
+    MAX_STREAMS_PER_CONNECTION,
 };
+use crate::binance::kind::agg_trade::AggTrade;
+use crate::binance::kind::book_ticker::BookTicker;
+use crate::binance::kind::StreamKind;
 use crate::binance::model::{WsKline, WsKlineEvent};
-use crate::constants::{EVENT_KLINE, EVENT_SERVER_SHUTDOWN, KLINE_STREAM_SUFFIX, MINUTE_MS};
+use crate::constants::{EVENT_KLINE, EVENT_SERVER_SHUTDOWN, MINUTE_MS};
 use crate::market::Market;
 
 /// How a route serves its connections.
@@ -37,8 +47,10 @@ use crate::market::Market;
 struct Mode {
     /// Combined-stream wrapper (`{"stream":..,"data":..}`).
     wrapped: bool,
-    /// Deliver klines at all (false: a legacy USDⓈ-M route).
+    /// Deliver klines and aggTrades (false: a USDⓈ-M legacy or `/public` route).
     deliver: bool,
+    /// Deliver book tickers (spot; USDⓈ-M `/public` and the legacy unrouted path).
+    public: bool,
 }
 
 fn split_streams(s: &str) -> Vec<String> {
@@ -66,8 +78,35 @@ pub(super) async fn combined_handler(
     let mode = Mode {
         wrapped: true,
         deliver: true,
+        public: st.cfg.market == Market::Spot,
     };
     upgrade(ws, st, query_streams(&q), mode)
+}
+
+pub(super) async fn public_combined_handler(
+    State(st): State<Arc<ReplayState>>,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let mode = Mode {
+        wrapped: true,
+        deliver: false,
+        public: true,
+    };
+    upgrade(ws, st, query_streams(&q), mode)
+}
+
+pub(super) async fn public_raw_handler(
+    State(st): State<Arc<ReplayState>>,
+    Path(streams): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let mode = Mode {
+        wrapped: false,
+        deliver: false,
+        public: true,
+    };
+    upgrade(ws, st, split_streams(&streams), mode)
 }
 
 pub(super) async fn raw_handler(
@@ -78,6 +117,7 @@ pub(super) async fn raw_handler(
     let mode = Mode {
         wrapped: false,
         deliver: true,
+        public: st.cfg.market == Market::Spot,
     };
     upgrade(ws, st, split_streams(&streams), mode)
 }
@@ -90,6 +130,7 @@ pub(super) async fn legacy_combined_handler(
     let mode = Mode {
         wrapped: true,
         deliver: false,
+        public: true,
     };
     upgrade(ws, st, query_streams(&q), mode)
 }
@@ -102,6 +143,7 @@ pub(super) async fn legacy_raw_handler(
     let mode = Mode {
         wrapped: false,
         deliver: false,
+        public: true,
     };
     upgrade(ws, st, split_streams(&streams), mode)
 }
@@ -160,7 +202,8 @@ fn encode(st: &ReplayState, i: usize, minute: i64, offset: i64, phase: Phase) ->
     }
     let src = find_open(st.data.series_at(s.source), minute)?;
     let k = s.derive(src);
-    let (first, last) = trade_ids(&k);
+    let (first, last) =
+        trade_ids_from_trades(&st.data, s.source, minute).unwrap_or_else(|| trade_ids(&k));
     let (kline, event_time) = match phase {
         Phase::Update(f) => {
             let p = partial_kline(&k, f);
@@ -226,20 +269,40 @@ async fn serve_stream(mut socket: WebSocket, st: Arc<ReplayState>, names: Vec<St
         let _ = socket.send(close_with(close_code::POLICY, reason)).await;
         return;
     }
-    // Catalog symbols that were asked for, in catalog order (others get no messages).
-    let mut symbols: Vec<usize> = if mode.deliver {
-        names
+    // Catalog symbols that were asked for, per kind, in catalog order (others get no
+    // messages; a kind the route does not carry gets none either).
+    let wanted = |kind: StreamKind| -> Vec<usize> {
+        let allowed = match kind {
+            StreamKind::Kline | StreamKind::AggTrade => mode.deliver,
+            StreamKind::BookTicker => mode.public,
+        };
+        if !allowed {
+            return Vec::new();
+        }
+        let mut v: Vec<usize> = names
             .iter()
-            .filter_map(|n| n.strip_suffix(KLINE_STREAM_SUFFIX))
-            .filter_map(|s| st.catalog.find(&s.to_ascii_uppercase()))
-            .collect()
-    } else {
-        Vec::new()
+            .filter_map(|n| StreamKind::of_stream(n))
+            .filter(|(k, _)| *k == kind)
+            .filter_map(|(_, s)| st.catalog.find(&s.to_ascii_uppercase()))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     };
-    symbols.sort_unstable();
-    symbols.dedup();
+    let symbols = wanted(StreamKind::Kline);
+    let mut ticks = TickFeed::new(
+        &st,
+        &wanted(StreamKind::AggTrade),
+        &wanted(StreamKind::BookTicker),
+        st.clock.peek_ms(),
+        mode.wrapped,
+    );
     let now = st.clock.now_ms();
-    let mut dropped = st.register(id, names.len(), now);
+    let channel = names
+        .first()
+        .and_then(|n| n.split_once('@'))
+        .map_or("", |(_, c)| c);
+    let mut dropped = st.register(id, names.len(), channel, now);
     let _registered = Registered(st.clone(), id);
     let last_minute = symbols
         .iter()
@@ -287,7 +350,22 @@ async fn serve_stream(mut socket: WebSocket, st: Arc<ReplayState>, names: Vec<St
     loop {
         let exhausted = last_minute.is_none_or(|l| minute > l);
         let at = st.clock.instant_for(minute + offsets[phase].0);
+        let tick_at = ticks.next_time().map(|t| st.clock.instant_for(t));
         tokio::select! {
+            _ = async { tokio::time::sleep_until(tick_at.unwrap_or_else(Instant::now)).await }, if tick_at.is_some() => {
+                let now = st.clock.now_ms();
+                let mut failed = false;
+                for text in ticks.due(&st, now) {
+                    if socket.feed(Message::Text(text)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || socket.flush().await.is_err() {
+                    debug!(connection = id, "client went away");
+                    break;
+                }
+            }
             _ = shutdown.recv() => {
                 let _ = socket.send(Message::Close(None)).await;
                 break;
@@ -380,4 +458,198 @@ async fn serve_stream(mut socket: WebSocket, st: Arc<ReplayState>, names: Vec<St
         }
     }
     debug!(connection = id, closed_sent, "stream connection ended");
+}
+
+/// One tick series a connection sends: catalog symbol `sym`, trades or book tickers, the
+/// position of the next one.
+#[derive(Debug)]
+struct TickSlot {
+    sym: usize,
+    kind: StreamKind,
+    pos: usize,
+}
+
+/// The ticks of one connection, merged in time order.
+struct TickFeed {
+    slots: Vec<TickSlot>,
+    /// (time of the slot's next tick, slot), earliest first.
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(i64, usize)>>,
+    wrapped: bool,
+}
+
+impl TickFeed {
+    /// Starts after `now_ms`: what happened before the connection is not sent.
+    fn new(
+        st: &ReplayState,
+        trades: &[usize],
+        books: &[usize],
+        now_ms: i64,
+        wrapped: bool,
+    ) -> Self {
+        let mut feed = TickFeed {
+            slots: Vec::new(),
+            heap: std::collections::BinaryHeap::new(),
+            wrapped,
+        };
+        for (&i, kind) in trades
+            .iter()
+            .map(|i| (i, StreamKind::AggTrade))
+            .chain(books.iter().map(|i| (i, StreamKind::BookTicker)))
+        {
+            let src = st.catalog.get(i).source;
+            let pos = match kind {
+                StreamKind::AggTrade => st
+                    .data
+                    .trades_at(src)
+                    .partition_point(|t| t.time_ms() <= now_ms),
+                _ => st
+                    .data
+                    .books_at(src)
+                    .partition_point(|b| b.time_ms() <= now_ms),
+            };
+            feed.slots.push(TickSlot { sym: i, kind, pos });
+            let slot = feed.slots.len() - 1;
+            if let Some(t) = feed.time_of(st, slot) {
+                feed.heap.push(std::cmp::Reverse((t, slot)));
+            }
+        }
+        feed
+    }
+
+    fn time_of(&self, st: &ReplayState, slot: usize) -> Option<i64> {
+        let s = &self.slots[slot];
+        let src = st.catalog.get(s.sym).source;
+        match s.kind {
+            StreamKind::AggTrade => st.data.trades_at(src).get(s.pos).map(AggTrade::time_ms),
+            _ => st.data.books_at(src).get(s.pos).map(BookTicker::time_ms),
+        }
+    }
+
+    fn next_time(&self) -> Option<i64> {
+        self.heap.peek().map(|r| r.0 .0)
+    }
+
+    /// The messages of every tick due at `now_ms`, in time order.
+    fn due(&mut self, st: &ReplayState, now_ms: i64) -> Vec<Utf8Bytes> {
+        let mut out = Vec::new();
+        while let Some(std::cmp::Reverse((t, slot))) = self.heap.peek().copied() {
+            if t > now_ms {
+                break;
+            }
+            self.heap.pop();
+            let s = &self.slots[slot];
+            let sym = st.catalog.get(s.sym);
+            let src = sym.source;
+            if sym.serves_time(t) {
+                let text = match s.kind {
+                    StreamKind::AggTrade => {
+                        let tr = sym.derive_trade(&st.data.trades_at(src)[s.pos]);
+                        agg_trade_event(&tr, st.cfg.market, self.wrapped)
+                    }
+                    _ => {
+                        let b = sym.derive_book(&st.data.books_at(src)[s.pos]);
+                        book_ticker_event(&b, st.cfg.market, self.wrapped)
+                    }
+                };
+                out.push(text.into());
+            }
+            self.slots[slot].pos += 1;
+            if let Some(next) = self.time_of(st, slot) {
+                self.heap.push(std::cmp::Reverse((next, slot)));
+            }
+        }
+        out
+    }
+}
+
+/// An `aggTrade` event as the market sends it (`E = T`; spot adds `M`), wrapped or raw.
+pub fn agg_trade_event(t: &AggTrade, market: Market, wrapped: bool) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(200);
+    if wrapped {
+        let _ = write!(
+            s,
+            r#"{{"stream":"{}@aggTrade","data":"#,
+            t.symbol.as_str().to_ascii_lowercase()
+        );
+    }
+    let time = t.time_ms();
+    match market {
+        Market::Usdm => {
+            let _ = write!(
+                s,
+                r#"{{"e":"aggTrade","E":{time},"a":{},"s":"{}","p":"{}","q":"{}","f":{},"l":{},"T":{time},"m":{}}}"#,
+                t.agg_trade_id,
+                t.symbol,
+                t.price,
+                t.quantity,
+                t.first_trade_id,
+                t.last_trade_id,
+                t.is_buyer_maker
+            );
+        }
+        Market::Spot => {
+            let _ = write!(
+                s,
+                r#"{{"e":"aggTrade","E":{time},"s":"{}","a":{},"p":"{}","q":"{}","f":{},"l":{},"T":{time},"m":{},"M":{}}}"#,
+                t.symbol,
+                t.agg_trade_id,
+                t.price,
+                t.quantity,
+                t.first_trade_id,
+                t.last_trade_id,
+                t.is_buyer_maker,
+                t.is_best_match.unwrap_or(true)
+            );
+        }
+    }
+    if wrapped {
+        s.push('}');
+    }
+    s
+}
+
+/// A `bookTicker` event as the market sends it (USD-M with `e`, `T`, `E`; spot without).
+pub fn book_ticker_event(b: &BookTicker, market: Market, wrapped: bool) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(200);
+    if wrapped {
+        let _ = write!(
+            s,
+            r#"{{"stream":"{}@bookTicker","data":"#,
+            b.symbol.as_str().to_ascii_lowercase()
+        );
+    }
+    match market {
+        Market::Usdm => {
+            let e = b.time_ms();
+            let t = b.transaction_time.map_or(e, |t| t.timestamp_millis());
+            let _ = write!(
+                s,
+                r#"{{"e":"bookTicker","u":{},"s":"{}","b":"{}","B":"{}","a":"{}","A":"{}","T":{t},"E":{e}}}"#,
+                b.update_id,
+                b.symbol,
+                b.best_bid_price,
+                b.best_bid_qty,
+                b.best_ask_price,
+                b.best_ask_qty
+            );
+        }
+        Market::Spot => {
+            let _ = write!(
+                s,
+                r#"{{"u":{},"s":"{}","b":"{}","B":"{}","a":"{}","A":"{}"}}"#,
+                b.update_id,
+                b.symbol,
+                b.best_bid_price,
+                b.best_bid_qty,
+                b.best_ask_price,
+                b.best_ask_qty
+            );
+        }
+    }
+    if wrapped {
+        s.push('}');
+    }
+    s
 }

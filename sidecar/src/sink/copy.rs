@@ -1,6 +1,9 @@
-//! Write path into `market.candles_1m`: one transaction per batch, binary COPY into the
-//! per-connection temp table `candles_in`, then an idempotent upsert that never rewrites an
-//! identical row. Also the `market.data_quality_log` writer.
+//! Write path into `market.candles_1m`: one transaction per batch (or, for `import`, per file:
+//! [`CandleSink::begin`]), binary COPY into the per-connection temp table `candles_in` (the
+//! shared core, [`super::core`]), then an idempotent upsert that never rewrites an identical
+//! row. Also the tick batches ([`CandleSink::write_ticks`], [`CandleSink::begin_import`]), the
+//! `market.data_quality_log` writer, and [`RetryingSink`], which repeats any of them through
+//! connection loss.
 //!
 //! ```text
 //! BEGIN;
@@ -14,33 +17,30 @@
 //! ```
 
 use std::collections::HashSet;
-use std::error::Error as _;
-use std::pin::pin;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use postgres_types::{ToSql, Type};
+use postgres_types::ToSql;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 use tracing::{debug, info, warn};
 
+use super::core::{copy_rows, ensure_staging, insert_new, CopyRow, CopyTable};
 use crate::backoff::Backoff;
 use crate::binance::model::Kline;
-use crate::config::redact_database_url;
 use crate::constants::{
     metric, quality_kind, CANDLES_TABLE, CANDLE_VALUE_COLUMNS, DATA_QUALITY_TABLE,
     EVALUATE_ALERTS_SETTING, STAGING_TABLE,
 };
+use crate::db::redact_database_url;
 use crate::market::Market;
 
 /// Database failures.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("database error during {during}: {source}")]
+    #[error("database error during {during}: {}", pg_message(source))]
     Db {
         during: &'static str,
         #[source]
@@ -52,8 +52,23 @@ pub enum SinkError {
     Connect(#[from] crate::db::DbError),
 }
 
+/// A tokio-postgres error with the server's SQLSTATE, message and constraint when there is
+/// one (its own Display says only "db error").
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{} {}", db.code().code(), db.message());
+            if let Some(c) = db.constraint() {
+                m.push_str(&format!(" (constraint {c})"));
+            }
+            m
+        }
+        None => e.to_string(),
+    }
+}
+
 impl SinkError {
-    fn db(during: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
+    pub(crate) fn db(during: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
         move |source| SinkError::Db { during, source }
     }
 
@@ -68,27 +83,8 @@ impl SinkError {
     }
 }
 
-/// Classifies a tokio-postgres error.
-pub fn is_retryable_pg(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        // No SQLSTATE: I/O, connect refused, timeouts.
-        None => e.source().is_some_and(|s| s.is::<std::io::Error>()) || e.source().is_none(),
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") // connection exception
-                || c.starts_with("53") // insufficient resources
-                || *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CRASH_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-                || *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::LOCK_NOT_AVAILABLE
-        }
-    }
-}
+/// Classifies a tokio-postgres error (defined in [`crate::db`], the lower layer).
+pub use crate::db::is_retryable_pg;
 
 /// Whether the database evaluates alert rules for this write (`market.evaluate_alerts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,34 +139,12 @@ fn upsert_sql() -> &'static str {
     })
 }
 
-fn copy_sql() -> String {
-    format!(
-        "COPY {STAGING_TABLE} (symbol, open_time, {}, market) FROM STDIN (FORMAT binary)",
-        CANDLE_VALUE_COLUMNS.join(", ")
-    )
-}
-
-const COPY_TYPES: [Type; 13] = [
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::INT8,
-    Type::NUMERIC,
-    Type::NUMERIC,
-    Type::TEXT,
-];
-
 /// A connection that writes candle batches and data-quality events.
 pub struct CandleSink {
     client: Client,
     connection: JoinHandle<()>,
-    staging_ready: bool,
+    /// Staging tables created on this connection.
+    staging: HashSet<&'static str>,
     market: Market,
 }
 
@@ -186,7 +160,7 @@ impl CandleSink {
         Ok(CandleSink {
             client,
             connection,
-            staging_ready: false,
+            staging: HashSet::new(),
             market: Market::Spot,
         })
     }
@@ -220,16 +194,15 @@ impl CandleSink {
         Ok(row.get(0))
     }
 
-    async fn ensure_staging(&mut self) -> Result<(), SinkError> {
-        if !self.staging_ready {
-            self.client
-                .batch_execute(&format!(
-                    "CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (LIKE {CANDLES_TABLE}) \
-                     ON COMMIT DELETE ROWS"
-                ))
-                .await
-                .map_err(SinkError::db("create temp table"))?;
-            self.staging_ready = true;
+    /// The market of this sink's rows.
+    pub fn market(&self) -> Market {
+        self.market
+    }
+
+    async fn ensure_staging(&mut self, table: &'static CopyTable) -> Result<(), SinkError> {
+        if !self.staging.contains(table.staging) {
+            ensure_staging(&self.client, table).await?;
+            self.staging.insert(table.staging);
         }
         Ok(())
     }
@@ -245,52 +218,45 @@ impl CandleSink {
         if klines.is_empty() {
             return Ok(0);
         }
+        let mut tx = self.begin(mode).await?;
+        let written = tx.write(klines).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Opens one transaction for several batches ([`CandleTransaction::write`]): `import`
+    /// writes a whole file in one, so a file is stored entirely or not at all.
+    pub async fn begin(&mut self, mode: AlertMode) -> Result<CandleTransaction<'_>, SinkError> {
+        self.ensure_staging(Kline::TABLE).await?;
         let market = self.market;
-        let market_name: &str = market.as_str();
-        self.ensure_staging().await?;
         let tx = self
             .client
             .transaction()
             .await
             .map_err(SinkError::db("begin"))?;
+        Ok(CandleTransaction {
+            tx,
+            market,
+            mode,
+            batches: 0,
+            written: 0,
+        })
+    }
+
+    /// Copies `klines` into the staging table and upserts them, inside `tx`.
+    async fn write_in(
+        tx: &tokio_postgres::Transaction<'_>,
+        klines: &[Kline],
+        mode: AlertMode,
+        market: Market,
+    ) -> Result<u64, SinkError> {
+        let market_name: &str = market.as_str();
         if mode == AlertMode::Suppress {
             tx.batch_execute(&format!("SET LOCAL {EVALUATE_ALERTS_SETTING} = 'off'"))
                 .await
                 .map_err(SinkError::db("set evaluate_alerts"))?;
         }
-        let sink = tx
-            .copy_in(&copy_sql())
-            .await
-            .map_err(SinkError::db("copy in"))?;
-        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-        let mut writer = pin!(writer);
-        for k in klines {
-            let row: [&(dyn ToSql + Sync); 13] = [
-                &k.symbol,
-                &k.open_time,
-                &k.close_time,
-                &k.open,
-                &k.high,
-                &k.low,
-                &k.close,
-                &k.volume,
-                &k.quote_volume,
-                &k.trades,
-                &k.taker_buy_volume,
-                &k.taker_buy_quote_volume,
-                &market_name,
-            ];
-            writer
-                .as_mut()
-                .write(&row)
-                .await
-                .map_err(SinkError::db("copy row"))?;
-        }
-        // A BinaryCopyInWriter must be finished or the COPY aborts.
-        writer
-            .finish()
-            .await
-            .map_err(SinkError::db("copy finish"))?;
+        copy_rows(tx, klines, market_name).await?;
 
         let truncated: Vec<&Kline> = klines.iter().filter(|k| k.is_truncated()).collect();
         let written = if truncated.is_empty() {
@@ -322,15 +288,67 @@ impl CandleSink {
                             "alerts": mode == AlertMode::Evaluate,
                         }),
                     };
-                    insert_quality(&tx, &ev, market).await?;
+                    insert_quality(tx, &ev, market).await?;
                     warn!(symbol = %k.symbol, open_time = %k.open_time, close_time = %k.close_time, "stored truncated kline");
                 }
             }
             rows.len() as u64
         };
-        tx.commit().await.map_err(SinkError::db("commit"))?;
-        metrics::counter!(metric::KLINES_WRITTEN).increment(written);
         Ok(written)
+    }
+
+    /// Writes one batch of ticks (aggTrades or book tickers) and `events` in one transaction:
+    /// COPY, then `INSERT ... ON CONFLICT DO NOTHING`; returns how many rows were new.
+    pub async fn write_ticks<R: CopyRow>(
+        &mut self,
+        rows: &[R],
+        events: &[QualityEvent],
+    ) -> Result<u64, SinkError> {
+        if rows.is_empty() && events.is_empty() {
+            return Ok(0);
+        }
+        let market = self.market;
+        self.ensure_staging(R::TABLE).await?;
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(SinkError::db("begin"))?;
+        let written = insert_new(&tx, rows, market.as_str()).await?;
+        for ev in events {
+            insert_quality(&tx, ev, market).await?;
+        }
+        tx.commit().await.map_err(SinkError::db("commit"))?;
+        Ok(written)
+    }
+
+    /// A read-only query (`during` names it in errors).
+    pub async fn query(
+        &mut self,
+        during: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, SinkError> {
+        self.client
+            .query(sql, params)
+            .await
+            .map_err(SinkError::db(during))
+    }
+
+    /// Begins a transaction that imports tick batches of one file ([`TickImport`]).
+    pub async fn begin_import(
+        &mut self,
+        _kind: crate::binance::kind::StreamKind,
+    ) -> Result<TickImport<'_>, SinkError> {
+        self.ensure_staging(&super::core::AGG_TRADES).await?;
+        self.ensure_staging(&super::core::BOOK_TICKERS).await?;
+        let market = self.market.as_str();
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(SinkError::db("begin"))?;
+        Ok(TickImport { tx, market })
     }
 
     /// Inserts data-quality events in one transaction.
@@ -348,6 +366,73 @@ impl CandleSink {
         }
         tx.commit().await.map_err(SinkError::db("commit"))?;
         Ok(())
+    }
+}
+
+/// One file's import of ticks: batches are copied and inserted (`ON CONFLICT DO NOTHING`)
+/// inside one transaction, so a failed file leaves nothing behind.
+pub struct TickImport<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+    market: &'static str,
+}
+
+impl TickImport<'_> {
+    /// Copies and inserts one batch; returns how many rows were new.
+    pub async fn add<R: CopyRow>(&mut self, rows: &[R]) -> Result<u64, SinkError> {
+        let n = insert_new(&self.tx, rows, self.market).await?;
+        // the staging table empties at commit only: empty it for the next batch
+        self.tx
+            .batch_execute(&format!("TRUNCATE {}", R::TABLE.staging))
+            .await
+            .map_err(SinkError::db("truncate staging"))?;
+        Ok(n)
+    }
+
+    pub async fn commit(self) -> Result<(), SinkError> {
+        self.tx.commit().await.map_err(SinkError::db("commit"))
+    }
+}
+
+/// An open transaction of a [`CandleSink`] into which several batches are written; nothing
+/// is stored unless [`CandleTransaction::commit`] succeeds (dropped: rolled back).
+pub struct CandleTransaction<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+    market: Market,
+    mode: AlertMode,
+    batches: u64,
+    written: u64,
+}
+
+impl CandleTransaction<'_> {
+    /// Writes one batch (COPY into the staging table, then the upsert) and returns how many
+    /// rows it inserted or changed.
+    pub async fn write(&mut self, klines: &[Kline]) -> Result<u64, SinkError> {
+        if klines.is_empty() {
+            return Ok(0);
+        }
+        if self.batches > 0 {
+            // the staging table empties at commit only: the previous batch is still in it
+            self.tx
+                .batch_execute(&format!("TRUNCATE {STAGING_TABLE}"))
+                .await
+                .map_err(SinkError::db("truncate staging"))?;
+        }
+        self.batches += 1;
+        let written = CandleSink::write_in(&self.tx, klines, self.mode, self.market).await?;
+        self.written += written;
+        Ok(written)
+    }
+
+    /// Commits every batch written; returns the rows they inserted or changed.
+    pub async fn commit(self) -> Result<u64, SinkError> {
+        self.tx.commit().await.map_err(SinkError::db("commit"))?;
+        metrics::counter!(metric::KLINES_WRITTEN).increment(self.written);
+        Ok(self.written)
+    }
+
+    /// Discards every batch written.
+    pub async fn rollback(self) -> Result<(), SinkError> {
+        self.tx.rollback().await.map_err(SinkError::db("rollback"))
     }
 }
 
@@ -377,6 +462,26 @@ async fn insert_quality(
     .map_err(SinkError::db("insert data_quality_log"))?;
     debug!(kind = ev.kind, symbol = ?ev.symbol, "logged data-quality event");
     Ok(())
+}
+
+/// The retry loop of [`RetryingSink`]: runs `$op` (one transaction, or read-only) on a
+/// connected sink; after a retryable failure drops the connection, waits (back-off) and runs
+/// it again; returns its value, a non-retryable error, or `GaveUp` after `$give_up`.
+macro_rules! retrying {
+    ($self:ident, $give_up:expr, |$s:ident| $op:expr) => {{
+        let started = Instant::now();
+        let give_up: Option<Duration> = $give_up;
+        loop {
+            let $s = $self.connected(started, give_up).await?;
+            match $op.await {
+                Ok(v) => {
+                    $self.backoff.reset();
+                    break Ok(v);
+                }
+                Err(e) => $self.on_error(e, started, give_up).await?,
+            }
+        }
+    }};
 }
 
 /// A [`CandleSink`] that reconnects with back-off on connection loss and retries the same
@@ -474,17 +579,17 @@ impl RetryingSink {
         mode: AlertMode,
         give_up_after: Option<Duration>,
     ) -> Result<u64, SinkError> {
-        let started = Instant::now();
-        loop {
-            let sink = self.connected(started, give_up_after).await?;
-            match sink.write_batch(klines, mode).await {
-                Ok(v) => {
-                    self.backoff.reset();
-                    return Ok(v);
-                }
-                Err(e) => self.on_error(e, started, give_up_after).await?,
-            }
-        }
+        retrying!(self, give_up_after, |s| s.write_batch(klines, mode))
+    }
+
+    /// [`CandleSink::write_ticks`], retried through connection loss.
+    pub async fn write_ticks<R: CopyRow>(
+        &mut self,
+        rows: &[R],
+        events: &[QualityEvent],
+        give_up_after: Option<Duration>,
+    ) -> Result<u64, SinkError> {
+        retrying!(self, give_up_after, |s| s.write_ticks(rows, events))
     }
 
     /// [`CandleSink::log_quality`] with retries.
@@ -493,17 +598,7 @@ impl RetryingSink {
         events: &[QualityEvent],
         give_up_after: Option<Duration>,
     ) -> Result<(), SinkError> {
-        let started = Instant::now();
-        loop {
-            let sink = self.connected(started, give_up_after).await?;
-            match sink.log_quality(events).await {
-                Ok(v) => {
-                    self.backoff.reset();
-                    return Ok(v);
-                }
-                Err(e) => self.on_error(e, started, give_up_after).await?,
-            }
-        }
+        retrying!(self, give_up_after, |s| s.log_quality(events))
     }
 
     /// [`CandleSink::last_open_time`] with retries.
@@ -512,16 +607,21 @@ impl RetryingSink {
         symbol: &str,
         give_up_after: Option<Duration>,
     ) -> Result<Option<DateTime<Utc>>, SinkError> {
-        let started = Instant::now();
-        loop {
-            let sink = self.connected(started, give_up_after).await?;
-            match sink.last_open_time(symbol).await {
-                Ok(v) => {
-                    self.backoff.reset();
-                    return Ok(v);
-                }
-                Err(e) => self.on_error(e, started, give_up_after).await?,
-            }
-        }
+        retrying!(self, give_up_after, |s| s.last_open_time(symbol))
+    }
+
+    /// A read-only query, retried through connection loss (`during` names it in errors).
+    pub async fn query(
+        &mut self,
+        during: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, SinkError> {
+        retrying!(self, None, |s| s.query(during, sql, params))
+    }
+
+    /// The market of this sink's rows.
+    pub fn market(&self) -> Market {
+        self.market
     }
 }

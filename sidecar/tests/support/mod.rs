@@ -338,7 +338,9 @@ fn pg_bindir(ssl: bool) -> Result<PathBuf, String> {
     };
     let dir = PathBuf::from(run("--bindir").unwrap_or_default());
     if !dir.join("initdb").is_file() {
-        return Err(format!("initdb not found ({var}={pg_config}; set PG_CONFIG)"));
+        return Err(format!(
+            "initdb not found ({var}={pg_config}; set PG_CONFIG)"
+        ));
     }
     let configure = run("--configure").unwrap_or_default();
     if ssl && !configure.contains("--with-ssl=openssl") && !configure.contains("--with-openssl") {
