@@ -12,7 +12,7 @@ MARKET        ?= spot
 CARGO_RELEASE  = cargo build --release --locked
 TA_FEED        = target/release/ta-feed
 
-.PHONY: help deps install feed run test bench bench-indicators bench-screener bench-engine bench-import bench-timescaledb bench-feed bench-ticks fmt lint clean-data
+.PHONY: help deps install feed run test bench bench-indicators bench-screener bench-engine bench-import bench-timescaledb bench-feed bench-ticks bench-features fmt lint clean-data
 
 help:
 	@echo "make run    install what is missing, build, start a local PostgreSQL $(PG_MAJOR) cluster"
@@ -75,6 +75,11 @@ bench-feed: install feed
 # 5 minutes, a 60 s database outage under load (a private cluster on port 5455)
 bench-ticks: install feed
 	@$(BENCH) ticks
+
+# training sets: feature rows into numpy (market.features_range + binary COPY) vs candles
+# fetched with psycopg and the same columns computed with pandas/TA-Lib
+bench-features: install
+	@$(BENCH) features
 
 # needs TimescaleDB installed for PG_CONFIG (the local cluster preloads it then)
 bench-timescaledb: install feed

@@ -20,6 +20,8 @@ from common import binance_data as bd
 psycopg = pytest.importorskip("psycopg")
 
 DB = "pg_ta_timescaledb"
+# continuous aggregates over the tick tables (sql/014; tests/timescaledb/test_ticks_timescaledb.py)
+TICK_CAGGS = ("trade_candles_1m", "book_1m")
 ROLLUPS = [("candles_5m", "5 minutes"), ("candles_15m", "15 minutes"), ("candles_1h", "1 hour"),
            ("candles_4h", "4 hours"), ("candles_1d", "1 day")]
 
@@ -92,7 +94,7 @@ def test_hypertables_policies_and_jobs(db):
         caggs = {r[0] for r in c.execute("SELECT view_name FROM"
                                          " timescaledb_information.continuous_aggregates"
                                          " WHERE view_schema = 'market'")}
-        assert caggs == {n for n, _ in ROLLUPS}
+        assert caggs == {n for n, _ in ROLLUPS} | set(TICK_CAGGS)
 
 
 def _rollups_equal_reference(conn):
@@ -177,7 +179,9 @@ def test_policy_jobs_run(db):
         jobs = c.execute("SELECT job_id, proc_name FROM timescaledb_information.jobs"
                          " WHERE proc_schema = 'market' OR hypertable_schema = 'market'"
                          " ORDER BY job_id").fetchall()
-        assert len(jobs) == 2 + len(ROLLUPS), jobs
+        # the candles' columnstore and the retention job, the rollups' refreshes; the tick
+        # tables' columnstore and their continuous aggregates' refreshes
+        assert len(jobs) == 2 + len(ROLLUPS) + 2 + len(TICK_CAGGS), jobs
         candles = c.execute("SELECT count(*) FROM market.candles_1m").fetchone()[0]
         old_chunks = ("SELECT count(*) FILTER (WHERE NOT is_compressed), count(*)"
                       " FROM timescaledb_information.chunks WHERE hypertable_schema = 'market'"
