@@ -251,6 +251,10 @@ def check_trades(c, market, symbol, trades):
 def check_candles(c, market, symbol, trades):
     """Stored trades aggregated by market.trade_candles_1m = stored klines (the replay's, derived from the same
     trades) = Python's aggregation of the file, for every minute with trades."""
+    if c.execute("SELECT market.timescaledb_enabled()").fetchone()[0]:
+        # a continuous aggregate shows trades stored below its watermark (fills, replayed old
+        # days) after its next refresh (every minute): refresh now instead of waiting
+        c.execute("CALL refresh_continuous_aggregate('market.trade_candles_1m', NULL, NULL)")
     sql_rows = c.execute(
         "SELECT (extract(epoch FROM open_time) * 1000)::bigint, open, high, low, close, volume,"
         " quote_volume, trades, taker_buy_volume, taker_buy_quote_volume"

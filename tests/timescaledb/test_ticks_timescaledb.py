@@ -5,7 +5,8 @@ feature rows over them.
 
 Skips with a message when the test server cannot load TimescaleDB (see test_timescaledb.py).
 Data: the whole-day coin-M aggTrades dump (BTCUSD_PERP 2026-05-08, 105,280 trades) as usdm,
-and the Tardis BTCUSDT best bid/ask of 2020-02-22 as book tickers.
+and the Tardis BTCUSDT best bid/ask of 2020-02-22 (4 minutes) as book tickers, twice: as
+recorded and 3 hours earlier.
 """
 from __future__ import annotations
 
@@ -36,10 +37,12 @@ def db():
     dsn = pg.dsn_for(DB)
     with psycopg.connect(dsn, autocommit=True) as c:
         fdb.insert_agg_trades(c, "usdm", "BTCUSD_PERP", fdb.read_agg_trades_dump(fdb.shared(*TRADES)))
-        # two hours of quotes keep the fixture small (the file has a day)
+        # the file's 4 minutes of quotes, and the same quotes 3 hours earlier (other update
+        # ids) so that the book ticks span more than one 1-hour chunk
         quotes = fdb.read_tardis_quotes(fdb.shared(*QUOTES))
-        t0 = quotes[0][5]
-        fdb.insert_book(c, "usdm", "BTCUSDT", [q for q in quotes if q[5] < t0 + 7_200_000_000])
+        fdb.insert_book(c, "usdm", "BTCUSDT", quotes)
+        fdb.insert_book(c, "usdm", "BTCUSDT", [(u + 10_000_000, b, bq, a, aq, t - 3 * 3_600_000_000)
+                                               for (u, b, bq, a, aq, t) in quotes])
     yield dsn
     pg.drop_database(DB)
 
@@ -58,10 +61,14 @@ def _differences(conn, name: str) -> tuple[int, int]:
     return n, diff
 
 
+MIN_ROWS = {"trade_candles_1m": 1000, "book_1m": 8}
+
+
 def _all_equal(conn, when: str) -> None:
     for name in TICK_CAGGS:
         n, diff = _differences(conn, name)
-        assert n > 100 and diff == 0, f"{name} {when}: {diff} of {n} rows differ from the plain definition"
+        assert n >= MIN_ROWS[name] and diff == 0, \
+            f"{name} {when}: {diff} of {n} rows differ from the plain definition"
 
 
 def test_tick_hypertables_columnstore_and_caggs(db):
@@ -113,7 +120,7 @@ def test_tick_caggs_equal_the_plain_definition(db):
             c.execute("INSERT INTO market.agg_trades (market, symbol, agg_trade_id, price, quantity,"
                       " first_trade_id, last_trade_id, transact_time, is_buyer_maker)"
                       " VALUES ('usdm', 'BTCUSD_PERP', %s, 80000, 7, %s, %s,"
-                      " timestamptz %s + interval '30 seconds', false) ON CONFLICT DO NOTHING",
+                      " %s::timestamptz + interval '30 seconds', false) ON CONFLICT DO NOTHING",
                       (last[0] + 1, last[1] + 1, last[1] + 1, minute))
         c.execute("CALL refresh_continuous_aggregate('market.trade_candles_1m', NULL, NULL)")
         after = c.execute("SELECT volume, trades FROM market.trade_candles_1m WHERE symbol ="
@@ -135,18 +142,27 @@ def test_tick_caggs_equal_the_plain_definition(db):
 
 def test_tick_retention_drops_whole_hours(db):
     with psycopg.connect(db, autocommit=True) as c:
-        newest = c.execute("SELECT max(transact_time) FROM market.agg_trades").fetchone()[0]
+        newest = {t: c.execute(f"SELECT max({col}) FROM market.{t}").fetchone()[0]
+                  for t, col in (("agg_trades", "transact_time"), ("book_tickers", "event_time"))}
+        cut = {t: c.execute("SELECT date_bin('1 hour', %s::timestamptz - %s::interval,"
+                            " '2000-01-01 00:00+00')", (newest[t], keep)).fetchone()[0]
+               for t, keep in (("agg_trades", "6 hours"), ("book_tickers", "1 hour"))}
+        older = {t: c.execute(f"SELECT count(*) FROM market.{t} WHERE {col} < %s", (cut[t],)
+                              ).fetchone()[0]
+                 for t, col in (("agg_trades", "transact_time"), ("book_tickers", "event_time"))}
+        assert older["agg_trades"] > 50_000 and older["book_tickers"] > 5_000, older
         c.execute("UPDATE market.settings SET agg_trades_retention = '6 hours',"
                   " book_tickers_retention = '1 hour'")
         r = c.execute("SELECT agg_trades_cutoff, agg_trades_deleted, book_tickers_cutoff,"
                       " book_tickers_deleted FROM market.apply_tick_retention()").fetchone()
-        want = c.execute("SELECT date_bin('1 hour', %s::timestamptz - interval '6 hours',"
-                         " '2000-01-01 00:00+00')", (newest,)).fetchone()[0]
-        assert r[0] == want and r[1] > 50_000 and r[3] > 0, r
-        first = c.execute("SELECT min(transact_time) FROM market.agg_trades").fetchone()[0]
-        assert first >= want
-        assert c.execute("SELECT count(*) FROM timescaledb_information.chunks"
-                         " WHERE hypertable_schema = 'market' AND hypertable_name = 'agg_trades'"
-                         " AND range_end <= %s", (want,)).fetchone()[0] == 0
+        assert r == (cut["agg_trades"], older["agg_trades"], cut["book_tickers"],
+                     older["book_tickers"]), (r, cut, older)
+        for t, col in (("agg_trades", "transact_time"), ("book_tickers", "event_time")):
+            assert c.execute(f"SELECT count(*) FROM market.{t} WHERE {col} < %s", (cut[t],)
+                             ).fetchone()[0] == 0
+            # whole 1-hour chunks went (drop_chunks), none is left before the cutoff
+            assert c.execute("SELECT count(*) FROM timescaledb_information.chunks"
+                             " WHERE hypertable_schema = 'market' AND hypertable_name = %s"
+                             " AND range_end <= %s", (t, cut[t])).fetchone()[0] == 0
         c.execute("UPDATE market.settings SET agg_trades_retention = NULL,"
                   " book_tickers_retention = NULL")
