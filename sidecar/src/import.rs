@@ -312,6 +312,17 @@ pub async fn import_files(cfg: &ImportConfig) -> Result<Vec<ImportStats>, Import
             Ok::<_, ImportError>(done)
         });
     }
+    join_workers(workers, &progress, started).await
+}
+
+/// The import workers' results, each a list of (index of the file in the order given, its
+/// stats): waits for every worker, ends the progress bar, prints the total line and returns the
+/// files' stats in the order given. The first worker error (or a panicked worker) is returned.
+pub(crate) async fn join_workers(
+    mut workers: tokio::task::JoinSet<Result<Vec<(usize, ImportStats)>, ImportError>>,
+    progress: &Progress,
+    started: Instant,
+) -> Result<Vec<ImportStats>, ImportError> {
     let mut all = Vec::new();
     while let Some(res) = workers.join_next().await {
         match res {

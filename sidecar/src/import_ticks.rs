@@ -33,7 +33,7 @@ use tracing::debug;
 use crate::binance::kind::agg_trade::{AggTrade, RestAggTrade};
 use crate::binance::kind::book_ticker::{BookTicker, WsBookTicker};
 use crate::binance::kind::{StreamKind, Symbol};
-use crate::import::{ImportError, ImportStats, Progress};
+use crate::import::{join_workers, ImportError, ImportStats, Progress};
 use crate::market::Market;
 use crate::sink::CandleSink;
 
@@ -426,36 +426,7 @@ pub async fn import_tick_files(cfg: &TickImportConfig) -> Result<Vec<ImportStats
             Ok::<_, ImportError>(done)
         });
     }
-    let mut all = Vec::new();
-    while let Some(res) = workers.join_next().await {
-        match res {
-            Ok(Ok(done)) => all.extend(done),
-            Ok(Err(e)) => return Err(e),
-            Err(e) => {
-                return Err(ImportError::Io {
-                    file: "import worker".into(),
-                    source: std::io::Error::other(e),
-                })
-            }
-        }
-    }
-    progress.finish();
-    all.sort_by_key(|(i, _)| *i);
-    let all: Vec<ImportStats> = all.into_iter().map(|(_, s)| s).collect();
-    let total = ImportStats {
-        file: "total".into(),
-        symbol: {
-            let mut s: Vec<&str> = all.iter().map(|s| s.symbol.as_str()).collect();
-            s.sort_unstable();
-            s.dedup();
-            s.join(",")
-        },
-        rows_read: all.iter().map(|s| s.rows_read).sum(),
-        rows_written: all.iter().map(|s| s.rows_written).sum(),
-        elapsed: started.elapsed(),
-    };
-    println!("{}", total.line());
-    Ok(all)
+    join_workers(workers, &progress, started).await
 }
 
 /// Imports one tick file in one transaction; returns its counts.
