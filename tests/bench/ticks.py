@@ -218,12 +218,28 @@ def bench_storage(a, tmp: str) -> None:
                    env=env, check=True, stdout=subprocess.DEVNULL)
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("VACUUM ANALYZE market.agg_trades, market.book_tickers")
+        tsdb = c.execute("SELECT market.timescaledb_enabled()").fetchone()[0]
         for table in ("agg_trades", "book_tickers"):
             n = c.execute(f"SELECT count(*) FROM market.{table}").fetchone()[0]
             total, heap, idx = c.execute(
                 f"SELECT pg_total_relation_size('market.{table}'),"
                 f" pg_relation_size('market.{table}'), pg_indexes_size('market.{table}')"
             ).fetchone()
+            if tsdb:
+                # a hypertable's rows live in its chunks: sizes from TimescaleDB, before and
+                # after compressing every chunk (segment by market, symbol; order by the id)
+                size = (f"SELECT total_bytes, table_bytes, index_bytes"
+                        f" FROM hypertable_detailed_size('market.{table}')")
+                total, heap, idx = c.execute(size).fetchone()
+                print(f"storage: market.{table}: {n} rows, {total / n:.1f} B/row"
+                      f" (heap {heap / n:.1f}, indexes {idx / n:.1f}) uncompressed on TimescaleDB")
+                c.execute(f"SELECT count(compress_chunk(ch, if_not_compressed => true))"
+                          f" FROM show_chunks('market.{table}') ch")
+                c.execute(f"VACUUM ANALYZE market.{table}")
+                total = c.execute(size).fetchone()[0]
+                print(f"storage: market.{table}: {total / n:.1f} B/row compressed (TimescaleDB"
+                      f" columnstore; every chunk compressed)")
+                continue
             print(f"storage: market.{table}: {n} rows, {total / n:.1f} B/row"
                   f" (heap {heap / n:.1f}, indexes {idx / n:.1f}) on plain PostgreSQL")
     drop(a.dsn, "pg_ta_bench_ticks_storage")
