@@ -310,7 +310,10 @@ COMMENT ON FUNCTION market._recompute(text[], text[], timestamptz[]) IS
 -- at the head row (its candle count and xmin); otherwise it is loaded from a checkpoint and the
 -- candles since (at most a day + 2,879, with the book features of the last 59), and stepped.
 -- Each candle comes with its minute's book features as stored now (frozen for later readers,
--- sql/015).  Returns the new heads (rule rows and feature rows); candles the cache could not
+-- sql/015).  Features are computed only when read (live_features on, or an enabled rule names
+-- a feature column): otherwise only the screener engine is stepped and the rule rows' feature
+-- columns are NULL, which no rule reads; when features are read again, the first close
+-- reloads each engine (as the first close of a session does).  Returns the new heads (rule rows and feature rows); candles the cache could not
 -- serve are left to the caller (p_rest).  The caller holds the head rows locked (FOR UPDATE).
 DROP FUNCTION IF EXISTS market._append(market.candles_1m[]);
 CREATE OR REPLACE FUNCTION market._append(p_candles market.candles_1m[],
@@ -323,6 +326,9 @@ DECLARE
   v_cache_off boolean := coalesce(current_setting('market.screener_cache', true), '')
                            IN ('off', 'false', '0');
   v_live boolean := coalesce((SELECT s.live_features FROM market.settings s), true);
+  -- features are computed only when something reads them: market.features and NOTIFY
+  -- ta_features, or an enabled rule
+  v_need boolean := v_live OR coalesce((SELECT e.reads_features FROM market._evaluator_lock e), true);
   v_books market.book_1m_frozen[];
   v_miss market.candles_1m[];
   v_pass int;
@@ -383,7 +389,7 @@ BEGIN
                ta._features_cache_step((h.chain).candles, h.xmin::text::bigint, c.market, c.symbol,
                                        c.open_time, c.close_time, c.open, c.high, c.low, c.close,
                                        c.volume, c.quote_volume, c.taker_buy_volume,
-                                       b.imbalance, b.spread_bps, b.wmid_offset_bps) END AS st
+                                       b.imbalance, b.spread_bps, b.wmid_offset_bps, v_need) END AS st
         FROM unnest(v_miss) AS c
         LEFT JOIN market.screener_state h ON h.market = c.market AND h.symbol = c.symbol
         LEFT JOIN unnest(v_books) AS b ON b.market = c.market AND b.symbol = c.symbol
@@ -428,7 +434,9 @@ COMMENT ON FUNCTION market._append(market.candles_1m[]) IS
   'instrument, with the book features of its minute as stored now; updates the heads (screener '
   'row, chain, feature row), writes day checkpoints and freezes the book features used; returns '
   'the new heads (rule rows, feature rows) and the candles it could not serve (those are '
-  'recomputed by the caller).';
+  'recomputed by the caller). Features are computed only while something reads them '
+  '(market.settings.live_features, or an enabled rule naming a feature column; '
+  'market._evaluator_lock.reads_features); otherwise the screener engine alone is stepped.';
 
 CREATE OR REPLACE FUNCTION market.rebuild_screener_state(p_market text DEFAULT NULL,
                                                          p_symbol text DEFAULT NULL)

@@ -111,8 +111,13 @@ $$ SELECT format('CASE WHEN %s THEN %s END', p_compiled, p_rule_id) $$;
 CREATE TABLE IF NOT EXISTS market._evaluator_lock (singleton boolean PRIMARY KEY CHECK (singleton));
 INSERT INTO market._evaluator_lock VALUES (true) ON CONFLICT DO NOTHING;
 REVOKE ALL ON market._evaluator_lock FROM PUBLIC;
+-- pg_ta 0.3.0: whether the generated evaluator reads a feature column (the live path computes
+-- feature rows only when something reads them: such a rule, or market.settings.live_features)
+ALTER TABLE market._evaluator_lock ADD COLUMN IF NOT EXISTS reads_features boolean NOT NULL DEFAULT true;
 COMMENT ON TABLE market._evaluator_lock IS
-  'Internal: one row, locked FOR UPDATE while market._fire_rules is regenerated.';
+  'Internal: one row, locked FOR UPDATE while market._fire_rules is regenerated; reads_features = '
+  'an enabled rule names a feature column of ta.signal_row (one that is not a ta.screener_row '
+  'column), set with the evaluator.';
 
 -- pg_ta 0.3.0: the evaluator reads ta.signal_row (regenerated below with the new signature)
 DROP FUNCTION IF EXISTS market._fire_rules(ta.screener_row[]);
@@ -126,6 +131,19 @@ BEGIN
   PERFORM 1 FROM market._evaluator_lock FOR UPDATE;
   SELECT string_agg(market._rule_branch(rule_id, compiled), E',\n        ' ORDER BY rule_id)
     INTO v_branches FROM market.alert_rules WHERE enabled;
+  -- a compiled rule reads a column c as m."c" (ta.rule_compile); a false positive (the text
+  -- in a string literal) only makes the live path compute features it did not need
+  UPDATE market._evaluator_lock SET reads_features = EXISTS (
+    SELECT 1 FROM market.alert_rules r, pg_catalog.pg_attribute a
+     WHERE r.enabled
+       AND a.attrelid = (SELECT t.typrelid FROM pg_catalog.pg_type t
+                          WHERE t.oid = 'ta.signal_row'::regtype)
+       AND a.attnum > 0 AND NOT a.attisdropped
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute b
+                        WHERE b.attrelid = (SELECT t.typrelid FROM pg_catalog.pg_type t
+                                             WHERE t.oid = 'ta.screener_row'::regtype)
+                          AND b.attname = a.attname AND NOT b.attisdropped)
+       AND strpos(r.compiled, 'm."' || a.attname || '"') > 0);
   IF v_branches IS NULL THEN
     v_body := E'BEGIN\n  p_alert_ids := NULL;\n  p_payloads := NULL;\nEND';
   ELSE

@@ -183,7 +183,8 @@ CREATE  FUNCTION "_features_cache_step"(
 	"taker_buy_volume" numeric, /* Option < RawNumeric > */
 	"imbalance" double precision, /* Option < f64 > */
 	"spread_bps" double precision, /* Option < f64 > */
-	"wmid_offset_bps" double precision /* Option < f64 > */
+	"wmid_offset_bps" double precision, /* Option < f64 > */
+	"with_features" bool /* Option < bool > */
 ) RETURNS ta.feature_state /* Option < FeatureStateResult > */
 VOLATILE PARALLEL UNSAFE  
 LANGUAGE c /* Rust */
@@ -385,8 +386,8 @@ COMMENT ON AGGREGATE ta.features(text, text, timestamptz, timestamptz, numeric, 
 COMMENT ON FUNCTION ta.features_trans(internal, text, text, timestamptz, timestamptz, numeric, numeric, numeric, numeric, numeric, numeric, numeric, double precision, double precision, double precision) IS
 'Transition function of ta.features; internal, not for direct use.';
 
-COMMENT ON FUNCTION ta._features_cache_step(bigint, bigint, text, text, timestamptz, timestamptz, numeric, numeric, numeric, numeric, numeric, numeric, numeric, double precision, double precision, double precision) IS
-'Internal (the data schema''s live path; EXECUTE revoked from PUBLIC). Per-session feature engine cache, as ta._screener_cache_step: when this session holds the engine of (market, symbol) and it ends at the head row (head_candles, head_xmin), pushes the candle (with volume, taker_buy_volume and the minute''s book features) and returns its ta.feature_state; otherwise drops any entry and returns NULL. Same values as ta._features_state bit for bit.';
+COMMENT ON FUNCTION ta._features_cache_step(bigint, bigint, text, text, timestamptz, timestamptz, numeric, numeric, numeric, numeric, numeric, numeric, numeric, double precision, double precision, double precision, boolean) IS
+'Internal (the data schema''s live path; EXECUTE revoked from PUBLIC). Per-session feature engine cache, as ta._screener_cache_step: when this session holds the engine of (market, symbol) and it ends at the head row (head_candles, head_xmin), pushes the candle (with volume, taker_buy_volume and the minute''s book features) and returns its ta.feature_state; otherwise drops any entry and returns NULL. Same values as ta._features_state bit for bit. with_features = false (the live path when no enabled rule reads a feature column and market.settings.live_features is off) steps the screener engine only: features is NULL and so are the feature columns of signal, and the cached engine has no features from then on (a later step with with_features = true returns NULL and drops it; the caller reloads it). NULL counts as true.';
 COMMENT ON FUNCTION ta._features_cache_load(bigint, bigint, text, text, ta.screener_checkpoint, timestamptz[], timestamptz[], numeric[], numeric[], numeric[], numeric[], numeric[], numeric[], numeric[], double precision[], double precision[], double precision[]) IS
 'Internal (the data schema''s live path; EXECUTE revoked from PUBLIC). Builds the feature engine of (market, symbol) from start and the candles given as arrays (oldest first) and keeps it with token head_xmin when its candle count equals head_candles; returns the candle count. The three book arrays (which may hold NULLs) belong to the last candles, aligned at the end (they may be shorter: the next row needs the book features of the last 59 candles only). Errors: SQLSTATE 22023 for candle arrays of different lengths, book arrays longer than the candles'', unordered times, NaN/Infinity, a malformed start; 22004 for NULL arguments or candle elements.';
 COMMENT ON FUNCTION ta.feature_json(ta.feature_row) IS
@@ -396,7 +397,7 @@ COMMENT ON FUNCTION ta.feature_version() IS
 
 -- Only the extension owner and superusers (the data schema's SECURITY DEFINER triggers) may
 -- fill or step the feature cache (ta._screener_cache_reset, already revoked, resets it).
-REVOKE EXECUTE ON FUNCTION ta._features_cache_step(bigint, bigint, text, text, timestamptz, timestamptz, numeric, numeric, numeric, numeric, numeric, numeric, numeric, double precision, double precision, double precision) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ta._features_cache_step(bigint, bigint, text, text, timestamptz, timestamptz, numeric, numeric, numeric, numeric, numeric, numeric, numeric, double precision, double precision, double precision, boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION ta._features_cache_load(bigint, bigint, text, text, ta.screener_checkpoint, timestamptz[], timestamptz[], numeric[], numeric[], numeric[], numeric[], numeric[], numeric[], numeric[], double precision[], double precision[], double precision[]) FROM PUBLIC;
 
 -- pg_ta::pg::ticks::kline_combine

@@ -119,14 +119,34 @@ INSERT INTO market.alert_rules (name, expression) VALUES ('typo', 'imbalance_1n 
 \set VERBOSITY default
 DELETE FROM market.alert_rules WHERE name = 'book_push';
 
--- 6. Features off: no feature row is stored; rules keep the candle features
+-- 6. Features off: no feature row is stored; a rule naming a feature column still sees the
+--    candle features (so the live path computes them: reads_features); with no such rule it
+--    does not compute features at all, and when they are read again the next close reloads the
+--    engine: its row equals features_range, bit for bit
 UPDATE market.settings SET live_features = false;
+INSERT INTO market.alert_rules (name, expression, cooldown)
+VALUES ('z_live', 'ret_1m_z IS NOT NULL AND rsi_14 > 0', '0');
+SELECT reads_features FROM market._evaluator_lock;
 INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low, close,
                                volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
 VALUES ('spot', 'FEATUSDT', '2024-02-02 02:08', '2024-02-02 02:08:59.999', 115.8, 115.9, 115.7,
         115.85, 2, 231.7, 5, 1, 115.85);
 SELECT count(*) AS feature_rows FROM market.features WHERE symbol = 'FEATUSDT';
+SELECT rule, open_time FROM market.alert_history WHERE rule = 'z_live' ORDER BY open_time;
+DELETE FROM market.alert_rules WHERE name = 'z_live';
+SELECT reads_features FROM market._evaluator_lock;
+INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low, close,
+                               volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
+VALUES ('spot', 'FEATUSDT', '2024-02-02 02:09', '2024-02-02 02:09:59.999', 115.85, 115.9, 115.7,
+        115.8, 2, 231.6, 5, 1, 115.8);
 UPDATE market.settings SET live_features = true;
+INSERT INTO market.candles_1m (market, symbol, open_time, close_time, open, high, low, close,
+                               volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume)
+VALUES ('spot', 'FEATUSDT', '2024-02-02 02:10', '2024-02-02 02:10:59.999', 115.8, 115.95, 115.7,
+        115.9, 2, 231.8, 5, 1, 115.9);
+SELECT (SELECT f::text FROM market.features f WHERE symbol = 'FEATUSDT')
+     = (SELECT r::text FROM market.features_range(NULL, ARRAY['FEATUSDT'], '2024-02-02 02:10', '2024-02-02 02:10') r)
+       AS live_equals_offline_after_features_came_back;
 
 -- 7. ta.features over your own candles (from the first row) and the NOTIFY payload
 SELECT open_time, round((f).ret_5m::numeric, 12) AS ret_5m, round((f).bb_pct_b::numeric, 9) AS bb_pct_b

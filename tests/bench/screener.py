@@ -11,14 +11,24 @@ the per-symbol cost and its growth between sizes, and the backtest speed
 
 Features (pg_ta 0.3.0): with --features both (default) the measured closes alternate, in blocks
 of 10, between market.settings.live_features = off and on (on: every close also stores each
-instrument's feature row in market.features and sends it on NOTIFY ta_features, which the
-listener consumes), so both modes are measured in the same run under the same conditions; the
-ratio of their p99 is printed (target: on within 10 % of off).  --features off|on measures one.
+instrument's feature row in market.features and sends it on NOTIFY ta_features, which a
+listener thread consumes as they arrive), so both modes are measured in the same run under the same conditions; the
+ratio of their p99 is printed.  --features off|on measures one.
+
+Turning live_features on (with no enabled rule reading a feature column) makes the next close
+reload every instrument's engine (features are not stepped while nothing reads them): the first
+close after each switch is reported apart ("switch closes"), not in the modes' percentiles.
+
+Baseline (--baseline-dsn, --baseline-root): a second server with another pg_ta build (e.g. the
+previous release) and that checkout's sql/; every measured close runs on both, interleaved (the
+order alternates), so both see the same machine at the same moment, and the ratios of each mode
+to the baseline are printed (target: features on within 10 % of the baseline's p99).
 
 Usage: tests/bench/screener.py --dsn postgresql://postgres@127.0.0.1:5433/postgres
-       [--sizes 100,500,2000] [--steps 60] [--features both|off|on]
-It creates (and drops at the start) the database pg_ta_bench_screener on that server; the
-server must have pg_ta installed.
+       [--sizes 100,500,2000] [--steps 60] [--features both|off|on] [--no-backtest]
+       [--baseline-dsn DSN --baseline-root CHECKOUT]
+It creates (and drops at the start) the database pg_ta_bench_screener on that server (and on
+the baseline's); the servers must have pg_ta installed.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import pathlib
 import random
 import statistics
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -40,8 +51,8 @@ T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 HISTORY_MINUTES = 2880
 
 
-def apply_schema(conn: psycopg.Connection) -> None:
-    for f in sorted((ROOT / "sql").glob("*.sql")):
+def apply_schema(conn: psycopg.Connection, root: pathlib.Path = ROOT) -> None:
+    for f in sorted((root / "sql").glob("*.sql")):
         with conn.transaction():
             conn.execute(f.read_text())
 
@@ -113,6 +124,32 @@ def close_step(conn: psycopg.Connection, minute: datetime, prices: dict[str, flo
     return (time.perf_counter() - t) * 1000
 
 
+class Listener(threading.Thread):
+    """LISTEN ta_alerts and ta_features on its own connection and thread, consuming as they
+    arrive (a model service listens in its own process: a listener that reads only between
+    closes lets the server's notification queue back up, and every close pays for it)."""
+
+    def __init__(self, dsn: str):
+        super().__init__(daemon=True)
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute("LISTEN ta_alerts")
+        self.conn.execute("LISTEN ta_features")
+        self.counts = {"ta_alerts": 0, "ta_features": 0}
+        self.stopping = False
+
+    def run(self) -> None:
+        while not self.stopping:
+            for note in self.conn.notifies(timeout=0.2):
+                self.counts[note.channel] = self.counts.get(note.channel, 0) + 1
+
+    def stop(self) -> dict[str, int]:
+        time.sleep(0.5)
+        self.stopping = True
+        self.join()
+        self.conn.close()
+        return self.counts
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     k = min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))
@@ -125,58 +162,94 @@ def main() -> int:
     ap.add_argument("--sizes", default="100,500,2000")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--features", choices=["both", "off", "on"], default="both")
+    ap.add_argument("--no-backtest", action="store_true", help="skip the backtest speed")
+    ap.add_argument("--baseline-dsn", help="a server with the baseline pg_ta build")
+    ap.add_argument("--baseline-root", type=pathlib.Path,
+                    help="the baseline's checkout (its sql/ is applied on the baseline server)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    if bool(args.baseline_dsn) != bool(args.baseline_root):
+        ap.error("--baseline-dsn and --baseline-root go together")
 
-    with psycopg.connect(args.dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DB}")
-        admin.execute(f"CREATE DATABASE {DB}")
-    dsn = psycopg.conninfo.make_conninfo(args.dsn, dbname=DB)
+    def fresh_db(server_dsn: str) -> str:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {DB}")
+            admin.execute(f"CREATE DATABASE {DB}")
+        return psycopg.conninfo.make_conninfo(server_dsn, dbname=DB)
 
-    results = {}
-    with psycopg.connect(dsn) as conn, psycopg.connect(dsn, autocommit=True) as listener:
-        apply_schema(conn)
+    def open_bench(dsn: str, root: pathlib.Path) -> psycopg.Connection:
+        conn = psycopg.connect(dsn)
+        apply_schema(conn, root)
         conn.commit()
-        listener.execute("LISTEN ta_alerts")
-        listener.execute("LISTEN ta_features")
-        conn.execute(
-            "CREATE TEMP TABLE candles_in (LIKE market.candles_1m) ON COMMIT DELETE ROWS"
-        )
+        conn.execute("CREATE TEMP TABLE candles_in (LIKE market.candles_1m) ON COMMIT DELETE ROWS")
         conn.commit()
         conn.autocommit = True
+        return conn
+
+    dsn = fresh_db(args.dsn)
+    base_conn = None
+    if args.baseline_dsn:
+        base_conn = open_bench(fresh_db(args.baseline_dsn), args.baseline_root)
+
+    results = {}
+    with open_bench(dsn, ROOT) as conn:
         for n in sizes:
             t = time.perf_counter()
-            generate_history(conn, n)
+            for c in [conn] + ([base_conn] if base_conn else []):
+                generate_history(c, n)
+                # steady state: a live system is not measured in the minutes after a bulk
+                # load, while autovacuum and the checkpoint it causes process it
+                c.execute("VACUUM (ANALYZE) market.candles_1m, market.screener_state")
+                c.execute("CHECKPOINT")
             load_s = time.perf_counter() - t
-            # steady state: a live system is not measured in the minutes after a bulk load,
-            # while autovacuum and the checkpoint it causes process it
-            conn.execute("VACUUM (ANALYZE) market.candles_1m, market.screener_state")
-            conn.execute("CHECKPOINT")
             prices = last_closes(conn)
             rng = random.Random(n)
             minute = T0 + timedelta(minutes=HISTORY_MINUTES)
+            base = None
+            if base_conn:
+                # the same candles on the baseline (its own price state and generator)
+                base = dict(prices=last_closes(base_conn), rng=random.Random(n), minute=minute)
+
+            def base_close() -> float:
+                t = close_step(base_conn, base["minute"], base["prices"], base["rng"])
+                base["minute"] += timedelta(minutes=1)
+                return t
+
             # warm-up: the first close of a session fills the window cache (2879 state rows per
             # symbol); plpgsql prepares generic plans after five executions
             warmup = []
             for _ in range(6):
                 warmup.append(close_step(conn, minute, prices, rng))
                 minute += timedelta(minutes=1)
+                if base:
+                    base_close()
             times = []
             by_mode = {"off": [], "on": []}
+            switches = []
+            base_times = []
             modes = ["off", "on"] if args.features == "both" else [args.features]
-            notes = {"ta_alerts": 0, "ta_features": 0}
+            listeners = [Listener(dsn)] + ([Listener(base_conn.info.dsn)] if base else [])
+            for li in listeners:
+                li.start()
             for k in range(args.steps):
                 mode = modes[(k // 10) % len(modes)]
+                switch = k % 10 == 0 and len(modes) == 2
                 if k % 10 == 0:
                     conn.execute("UPDATE market.settings SET live_features = %s", (mode == "on",))
+                if base and k % 2:
+                    bt = base_close()
                 ms_ = close_step(conn, minute, prices, rng)
-                times.append(ms_)
-                by_mode[mode].append(ms_)
+                if base and not k % 2:
+                    bt = base_close()
                 minute += timedelta(minutes=1)
-                for note in listener.notifies(timeout=0.0):
-                    notes[note.channel] += 1
-            for note in listener.notifies(timeout=0.5):
-                notes[note.channel] += 1
+                if switch:
+                    switches.append((mode, ms_))
+                else:
+                    times.append(ms_)
+                    by_mode[mode].append(ms_)
+                    if base:
+                        base_times.append(bt)
+            notes = [li.stop() for li in listeners][0]
             alerts = notes["ta_alerts"]
             # backtest speed: every rule over the last day of all symbols
             rules = conn.execute("SELECT name FROM market.alert_rules WHERE enabled ORDER BY name").fetchall()
@@ -186,18 +259,21 @@ def main() -> int:
             ).fetchone()[0]
             t = time.perf_counter()
             fired = 0
-            for (rule,) in rules:
+            for (rule,) in [] if args.no_backtest else rules:
                 fired += conn.execute(
                     "SELECT count(*) FROM market.backtest(%s, %s, %s)", (rule, frm, to)
                 ).fetchone()[0]
             bt_s = time.perf_counter() - t
-            modes_r = {m: dict(p50=statistics.median(v), p95=pct(v, 95), p99=pct(v, 99), max=max(v),
-                               steps=len(v)) for m, v in by_mode.items() if v}
+            stats = lambda v: dict(p50=statistics.median(v), p95=pct(v, 95), p99=pct(v, 99),
+                                   max=max(v), steps=len(v))
+            modes_r = {m: stats(v) for m, v in by_mode.items() if v}
             results[n] = dict(
-                modes=modes_r, features_notified=notes["ta_features"],
+                modes=modes_r, features_notified=notes["ta_features"], switches=switches,
+                baseline=stats(base_times) if base_times else None,
                 p50=statistics.median(times), p95=pct(times, 95), p99=pct(times, 99), max=max(times),
-                alerts=alerts, load_s=load_s, evals_per_s=candles * len(rules) / bt_s, warmup=warmup,
-                bt_s=bt_s, fired=fired, candles=candles, rules=len(rules),
+                alerts=alerts, load_s=load_s,
+                evals_per_s=candles * len(rules) / bt_s if bt_s > 0 and not args.no_backtest else None,
+                warmup=warmup, bt_s=bt_s, fired=fired, candles=candles, rules=len(rules),
             )
             r = results[n]
             print(
@@ -214,16 +290,27 @@ def main() -> int:
                 print(f"          features on / off: p50 x{on['p50'] / off['p50']:.3f}, p99 "
                       f"x{on['p99'] / off['p99']:.3f} ({r['features_notified']} feature rows "
                       f"notified)", flush=True)
+            if r["switches"]:
+                print("          switch closes (first after turning live_features off/on): "
+                      + ", ".join(f"{m} {t:.0f} ms" for m, t in r["switches"]), flush=True)
+            if r["baseline"]:
+                b = r["baseline"]
+                print(f"          baseline (interleaved, {b['steps']} steps): p50 {b['p50']:7.1f} ms  "
+                      f"p95 {b['p95']:7.1f}  p99 {b['p99']:7.1f}  max {b['max']:7.1f}", flush=True)
+                for m, mr in r["modes"].items():
+                    print(f"          live_features {m:>3} / baseline: p50 x{mr['p50'] / b['p50']:.3f}, "
+                          f"p99 x{mr['p99'] / b['p99']:.3f}", flush=True)
             print(
                 f"          first close of the session {warmup[0]:.0f} ms (fills the window cache), "
                 f"closes 2-6: {', '.join(f'{w:.0f}' for w in warmup[1:])} ms",
                 flush=True,
             )
-            print(
-                f"          backtest: {r['rules']} rules x {candles} candles in {bt_s:.2f} s = "
-                f"{r['evals_per_s']:,.0f} candle-rule evaluations/s ({fired} alerts)",
-                flush=True,
-            )
+            if r["evals_per_s"] is not None:
+                print(
+                    f"          backtest: {r['rules']} rules x {candles} candles in {bt_s:.2f} s = "
+                    f"{r['evals_per_s']:,.0f} candle-rule evaluations/s ({fired} alerts)",
+                    flush=True,
+                )
 
     print()
     print("Per-symbol cost of a close step (p50 / N) and growth:")
@@ -242,8 +329,12 @@ def main() -> int:
         md = results[500]["modes"]
         if len(md) == 2:
             ratio = md["on"]["p99"] / md["off"]["p99"]
-            print(f"Target features on within 10 % of off (p99) at 500 symbols: x{ratio:.3f} -> "
-                  f"{'MET' if ratio <= 1.10 else 'MISSED'}")
+            print(f"Features on / off (p99) at 500 symbols: x{ratio:.3f}")
+        b = results[500]["baseline"]
+        if b and "on" in md:
+            ratio = md["on"]["p99"] / b["p99"]
+            print(f"Target features on within 10 % of the baseline (p99) at 500 symbols: "
+                  f"x{ratio:.3f} -> {'MET' if ratio <= 1.10 else 'MISSED'}")
     return 0
 
 

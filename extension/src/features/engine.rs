@@ -190,12 +190,10 @@ impl Ring {
     }
 }
 
-/// Sums of a column's last `n` values, for its mean and z-score.
+/// Exact sums of a window's values and squares, for its mean and z-score, with its missing
+/// count and trailing run of equal values (the window's ring is kept by the caller).
 #[derive(Debug, Clone)]
-struct Rolling {
-    n: usize,
-    ring: Ring,
-    count: u64,
+struct Moments {
     s1: ExactSum,
     s2: ExactSum,
     /// missing values in the window
@@ -205,12 +203,9 @@ struct Rolling {
     last: f64,
 }
 
-impl Rolling {
-    fn new(n: usize) -> Self {
-        Rolling {
-            n,
-            ring: Ring::new(n),
-            count: 0,
+impl Moments {
+    fn new() -> Self {
+        Moments {
             s1: ExactSum::new(),
             s2: ExactSum::new(),
             missing: 0,
@@ -219,47 +214,44 @@ impl Rolling {
         }
     }
 
+    /// The value `o` (NaN = missing) leaves the window.
     #[inline]
-    fn push(&mut self, x: Option<f64>) {
-        if self.count >= self.n as u64 {
-            let o = self.ring.get(self.count);
-            if o.is_nan() {
-                self.missing -= 1;
-            } else {
-                self.s1.sub(o);
-                self.s2.sub(o * o);
-            }
+    fn leave(&mut self, o: f64) {
+        if o.is_nan() {
+            self.missing -= 1;
+        } else {
+            self.s1.sub(o);
+            self.s2.sub(o * o);
         }
+    }
+
+    /// `x` enters the window; returns what the ring keeps for it (NaN = missing).
+    #[inline]
+    fn enter(&mut self, x: Option<f64>) -> f64 {
         match x {
             Some(x) => {
-                self.ring.put(self.count, x);
                 self.s1.add(x);
                 self.s2.add(x * x);
                 self.run = if x == self.last { self.run + 1 } else { 1 };
                 self.last = x;
+                x
             }
             None => {
-                self.ring.put(self.count, f64::NAN);
                 self.missing += 1;
                 self.run = 0;
                 self.last = f64::NAN;
+                f64::NAN
             }
         }
-        self.count += 1;
     }
 
-    /// The window has `n` values, none missing.
-    #[inline]
-    fn full(&self) -> bool {
-        self.count >= self.n as u64 && self.missing == 0
-    }
-
-    /// (x − μ)/√(fsum(x²)/n − μ²) of the newest value x, μ = fsum(x)/n.
-    fn zscore(&self) -> Option<f64> {
-        if !self.full() || self.run >= self.n {
+    /// (x − μ)/√(fsum(x²)/n − μ²) of the newest value x, μ = fsum(x)/n, when the window of
+    /// `n` has been filled (`filled`) with no value missing and not all equal.
+    fn zscore(&self, n: usize, filled: bool) -> Option<f64> {
+        if !filled || self.missing != 0 || self.run >= n {
             return None;
         }
-        let n = self.n as f64;
+        let n = n as f64;
         let mean = self.s1.value() / n;
         let var = self.s2.value() / n - mean * mean;
         // var <= 0 (rounding) or NaN: no z-score
@@ -267,6 +259,92 @@ impl Rolling {
             return None;
         }
         finite((self.last - mean) / var.sqrt())
+    }
+}
+
+/// A column's last `n` values (ring) and their [`Moments`].
+#[derive(Debug, Clone)]
+struct Rolling {
+    n: usize,
+    ring: Ring,
+    count: u64,
+    m: Moments,
+}
+
+impl Rolling {
+    fn new(n: usize) -> Self {
+        Rolling {
+            n,
+            ring: Ring::new(n),
+            count: 0,
+            m: Moments::new(),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, x: Option<f64>) {
+        if self.count >= self.n as u64 {
+            self.m.leave(self.ring.get(self.count));
+        }
+        let v = self.m.enter(x);
+        self.ring.put(self.count, v);
+        self.count += 1;
+    }
+
+    /// The window has `n` values, none missing.
+    #[inline]
+    fn full(&self) -> bool {
+        self.count >= self.n as u64 && self.m.missing == 0
+    }
+
+    fn zscore(&self) -> Option<f64> {
+        self.m.zscore(self.n, self.count >= self.n as u64)
+    }
+}
+
+/// Number of `_z` columns.
+const NZ: usize = Z_OF.len();
+
+/// The windows of the `_z` columns: one ring of the last [`Z_WINDOW`] input rows (a push
+/// reads and writes one contiguous row) and each column's [`Moments`].
+#[derive(Debug, Clone)]
+struct ZWindows {
+    ring: Vec<[f64; NZ]>,
+    count: u64,
+    cols: [Moments; NZ],
+}
+
+impl ZWindows {
+    fn new() -> Self {
+        ZWindows {
+            ring: vec![[f64::NAN; NZ]; Z_WINDOW],
+            count: 0,
+            cols: std::array::from_fn(|_| Moments::new()),
+        }
+    }
+
+    /// The row the next push replaces (a copy; all NaN before the window is full).
+    #[inline]
+    fn oldest(&self) -> [f64; NZ] {
+        self.ring[(self.count % Z_WINDOW as u64) as usize]
+    }
+
+    /// Pushes a row; `old` = [`ZWindows::oldest`], read beforehand.
+    #[inline]
+    fn push(&mut self, xs: [Option<f64>; NZ], old: [f64; NZ]) {
+        let filled = self.count >= Z_WINDOW as u64;
+        let row = &mut self.ring[(self.count % Z_WINDOW as u64) as usize];
+        for (((m, slot), x), o) in self.cols.iter_mut().zip(row.iter_mut()).zip(xs).zip(old) {
+            if filled {
+                m.leave(o);
+            }
+            *slot = m.enter(x);
+        }
+        self.count += 1;
+    }
+
+    fn zscore(&self, j: usize) -> Option<f64> {
+        self.cols[j].zscore(Z_WINDOW, self.count >= Z_WINDOW as u64)
     }
 }
 
@@ -283,7 +361,7 @@ struct FeatureState {
     volume: Rolling,
     quote_volume: Rolling,
     base: [Option<f64>; N_BASE],
-    z: Vec<Rolling>,
+    z: ZWindows,
 }
 
 impl FeatureState {
@@ -297,7 +375,7 @@ impl FeatureState {
             volume: Rolling::new(DAY),
             quote_volume: Rolling::new(DAY),
             base: [None; N_BASE],
-            z: Z_OF.iter().map(|_| Rolling::new(Z_WINDOW)).collect(),
+            z: ZWindows::new(),
         }
     }
 
@@ -305,19 +383,28 @@ impl FeatureState {
         let pos = self.seen;
         let seen = pos + 1;
         let mut b = [None; N_BASE];
-        let prev = |lag: usize| -> Option<f64> {
-            (pos >= lag as u64).then(|| self.closes.get(pos - lag as u64))
-        };
+        // every ring value this step reads, loaded before any arithmetic: the loads are
+        // independent, so their cache misses overlap (the live path steps hundreds of
+        // instruments whose states do not fit in the CPU caches)
+        let lags: [Option<f64>; 6] = std::array::from_fn(|i| {
+            let lag = RET_LAGS[i] as u64;
+            (pos >= lag).then(|| self.closes.get(pos - lag))
+        });
+        let sq_old: [Option<f64>; 6] = std::array::from_fn(|w| {
+            let n = WINDOWS[w] as u64;
+            (pos >= n).then(|| self.sq.get(pos - n))
+        });
+        let z_old = self.z.oldest();
         let lr = |p: f64| (close > 0.0 && p > 0.0).then(|| (close / p).ln());
         // ret_*
-        for (i, &k) in RET_LAGS.iter().enumerate() {
-            b[i] = prev(k).and_then(lr).and_then(finite);
+        for (i, lag) in lags.iter().enumerate() {
+            b[i] = lag.and_then(lr).and_then(finite);
         }
         // rv_*: r² of this candle into the ring and the six window sums
-        let r2 = usable(prev(1).and_then(lr)).map(|r| r * r);
+        debug_assert_eq!(RET_LAGS[0], 1);
+        let r2 = usable(lags[0].and_then(lr)).map(|r| r * r);
         for (w, &n) in WINDOWS.iter().enumerate() {
-            if pos >= n as u64 {
-                let o = self.sq.get(pos - n as u64);
+            if let Some(o) = sq_old[w] {
                 if o.is_nan() {
                     self.sq_missing[w] -= 1;
                 } else {
@@ -366,9 +453,9 @@ impl FeatureState {
         self.volume.push(usable(Some(x.volume)));
         self.quote_volume.push(usable(Some(x.quote_volume)));
         if self.volume.full() && self.quote_volume.full() {
-            let v = self.volume.s1.value();
+            let v = self.volume.m.s1.value();
             if v > 0.0 {
-                let vwap = self.quote_volume.s1.value() / v;
+                let vwap = self.quote_volume.m.s1.value() / v;
                 b[15] = (vwap > 0.0 && close > 0.0)
                     .then(|| (close / vwap).ln())
                     .and_then(finite);
@@ -382,9 +469,8 @@ impl FeatureState {
         b[19] = x.book.imbalance.and_then(finite);
         b[20] = x.book.spread_bps.and_then(finite);
         b[21] = x.book.wmid_offset_bps.and_then(finite);
-        for (z, &i) in self.z.iter_mut().zip(Z_OF.iter()) {
-            z.push(usable(b[i]));
-        }
+        self.z
+            .push(std::array::from_fn(|j| usable(b[Z_OF[j]])), z_old);
         self.base = b;
         self.seen = seen;
     }
@@ -392,8 +478,8 @@ impl FeatureState {
     fn values(&self) -> [Option<f64>; N_FEATURES] {
         let mut v = [None; N_FEATURES];
         v[..N_BASE].copy_from_slice(&self.base);
-        for (j, z) in self.z.iter().enumerate() {
-            v[N_BASE + j] = z.zscore();
+        for j in 0..NZ {
+            v[N_BASE + j] = self.z.zscore(j);
         }
         v
     }
@@ -405,6 +491,8 @@ pub struct FeatureEngine<V> {
     engine: Engine<V>,
     state: FeatureState,
     times: Option<(i64, i64)>,
+    /// a candle was pushed with [`FeatureEngine::push_screener`]: the features are unknown
+    stale: bool,
 }
 
 impl<V: Volume> Default for FeatureEngine<V> {
@@ -420,6 +508,7 @@ impl<V: Volume> FeatureEngine<V> {
             engine: Engine::new(),
             state: FeatureState::new(),
             times: None,
+            stale: false,
         }
     }
 
@@ -430,6 +519,7 @@ impl<V: Volume> FeatureEngine<V> {
             engine: Engine::from_checkpoint(cp)?,
             state: FeatureState::new(),
             times: None,
+            stale: false,
         })
     }
 
@@ -444,13 +534,33 @@ impl<V: Volume> FeatureEngine<V> {
         Ok(())
     }
 
+    /// Adds the next candle to the screener engine only (the live path while nothing reads
+    /// the features): the features' windows miss it, so from now on the engine has no
+    /// features ([`FeatureEngine::features`] is None, [`FeatureEngine::is_stale`]); a new
+    /// engine loaded from the candles has them again. # Errors: those of [`Engine::push`].
+    pub fn push_screener(&mut self, c: Candle<V>) -> Result<(), EngineError> {
+        let times = (c.open_time, c.close_time);
+        self.engine.push(c)?;
+        self.times = Some(times);
+        self.stale = true;
+        Ok(())
+    }
+
+    /// A candle was pushed without its features ([`FeatureEngine::push_screener`]).
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
     /// The screener engine (its row, chain and day checkpoint of the newest candle).
     pub fn screener(&self) -> &Engine<V> {
         &self.engine
     }
 
-    /// The feature row of the newest candle (None before the first push).
+    /// The feature row of the newest candle (None before the first push, and once stale).
     pub fn features(&self) -> Option<FeatureRow> {
+        if self.stale {
+            return None;
+        }
         let (open_time, close_time) = self.times?;
         Some(FeatureRow {
             open_time,

@@ -297,3 +297,30 @@ fn engine_equals_naive_and_any_start() {
         }
     }
 }
+
+#[test]
+fn screener_only_steps_leave_the_features_stale() {
+    // TC: an engine stepped with push_screener (the live path while nothing reads features)
+    // has the screener rows and chain of a full engine at every candle, and no features from
+    // its first such step on (it must be reloaded to give them again)
+    let ser = series(3200, 7);
+    let mut full: FeatureEngine<i64> = FeatureEngine::new();
+    let mut part: FeatureEngine<i64> = FeatureEngine::new();
+    for (i, (c, x)) in ser.candles.iter().zip(&ser.extra).enumerate() {
+        full.push(c.clone(), x).unwrap();
+        if i < 3000 {
+            part.push(c.clone(), x).unwrap();
+            assert_eq!(part.features(), full.features());
+            assert!(!part.is_stale());
+        } else {
+            part.push_screener(c.clone()).unwrap();
+            assert!(part.is_stale());
+            assert_eq!(part.features(), None);
+        }
+        assert_eq!(
+            part.screener().row().unwrap(),
+            full.screener().row().unwrap()
+        );
+        assert_eq!(part.screener().chain(), full.screener().chain());
+    }
+}

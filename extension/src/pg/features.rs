@@ -339,27 +339,36 @@ unsafe fn signal_datum(
     unsafe { c.form(td) }
 }
 
-/// The ta.feature_state of the engine's newest candle.
+/// The ta.feature_state of the engine's newest candle. Without `with_features` (the live path
+/// when nothing reads the features: no enabled rule names a feature column and
+/// `live_features` is off) the features are not computed: `features` is NULL and so are the
+/// feature columns of `signal` (the engine's state is stepped all the same).
 unsafe fn state_datum(
     fname: &str,
     tds: &Tds,
     market: &[u8],
     symbol: &[u8],
     e: &FeatureEngine<NumBytes>,
+    with_features: bool,
 ) -> pg_sys::Datum {
     let s = e.screener();
     let row = ok(fname, s.row()).unwrap_or_else(|| raise_msg(fname, "no candle"));
-    let f = e
-        .features()
-        .unwrap_or_else(|| raise_msg(fname, "no candle"));
+    let f = if with_features {
+        Some(
+            e.features()
+                .unwrap_or_else(|| raise_msg(fname, "no candle")),
+        )
+    } else {
+        None
+    };
     unsafe {
         let mut rc = Cols::with_capacity(ROW_COLUMNS);
         push_row_cols(&mut rc, market, symbol, &row);
-        let mut sc = Cols::with_capacity(SIGNAL_COLUMNS);
-        push_row_cols(&mut sc, market, symbol, &row);
-        for (i, v) in f.values.iter().enumerate() {
+        // the rule row repeats the screener row's datums (texts and numerics built once)
+        let mut sc = rc.copy_with_capacity(SIGNAL_COLUMNS);
+        for i in 0..N_FEATURES {
             if !IN_SCREENER.contains(&i) {
-                sc.f(*v);
+                sc.f(f.as_ref().and_then(|f| f.values[i]));
             }
         }
         let mut c = Cols::with_capacity(5);
@@ -369,7 +378,7 @@ unsafe fn state_datum(
             s.day_checkpoint()
                 .map(|cp| checkpoint_datum(tds.checkpoint, cp)),
         );
-        c.push(Some(feature_datum(tds.features, market, symbol, &f)));
+        c.push(f.map(|f| feature_datum(tds.features, market, symbol, &f)));
         c.push(Some(sc.form(tds.signal)));
         c.form(tds.state)
     }
@@ -641,7 +650,7 @@ fn features_state_final(
         .tds
         .get_or_insert_with(|| unsafe { lookup_tds(fcinfo, F, st.ctx, Want::State) });
     Some(FeatureStateResult(unsafe {
-        state_datum(F, &tds, &st.market, &st.symbol, &st.engine)
+        state_datum(F, &tds, &st.market, &st.symbol, &st.engine, true)
     }))
 }
 
@@ -696,7 +705,9 @@ struct Entry {
 }
 
 thread_local! {
-    static CACHE: RefCell<HashMap<(String, String), Entry>> = RefCell::new(HashMap::new());
+    // boxed: a step takes the entry out of the map and puts it back (a pointer, not the
+    // engine's state, moves)
+    static CACHE: RefCell<HashMap<(String, String), Box<Entry>>> = RefCell::new(HashMap::new());
     static CACHE_TDS: RefCell<Option<(pg_sys::Oid, Tds)>> = const { RefCell::new(None) };
 }
 
@@ -736,7 +747,9 @@ unsafe fn cache_tds(fcinfo: pg_sys::FunctionCallInfo) -> Tds {
 
 /// Step the cached feature engine of (market, symbol) by one candle when the cache ends where
 /// the instrument's head row is (`head_candles`, written by transaction `head_xmin`); else
-/// drop any entry and return NULL.
+/// drop any entry and return NULL. `with_features` false (nothing reads the features; NULL
+/// counts as true): only the screener engine is stepped, the features are NULL and the entry
+/// has none from then on: a step with features drops it (NULL), and the caller reloads it.
 #[pg_extern(volatile, parallel_unsafe, name = "_features_cache_step", requires = ["feature_types"])]
 #[allow(clippy::too_many_arguments)]
 fn features_cache_step(
@@ -756,9 +769,11 @@ fn features_cache_step(
     imbalance: Option<f64>,
     spread_bps: Option<f64>,
     wmid_offset_bps: Option<f64>,
+    with_features: Option<bool>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<FeatureStateResult> {
     const F: &str = "ta._features_cache_step";
+    let with_features = with_features.unwrap_or(true);
     let head = head_candles.unwrap_or_else(|| raise_null(F, "head_candles"));
     let tok = token(F, head_xmin);
     let market = text(F, "market", market);
@@ -781,13 +796,30 @@ fn features_cache_step(
     let key = (market.to_owned(), symbol.to_owned());
     // the entry is out of the map while it is used: an error drops it
     let mut entry = CACHE.with(|m| m.borrow_mut().remove(&key))?;
-    if entry.engine.screener().candles() != head || entry.token != tok {
+    // an engine stepped without its features cannot give them: the caller reloads it
+    if entry.engine.screener().candles() != head
+        || entry.token != tok
+        || (with_features && entry.engine.is_stale())
+    {
         return None;
     }
-    ok(F, entry.engine.push(c, &x));
+    if with_features {
+        ok(F, entry.engine.push(c, &x));
+    } else {
+        ok(F, entry.engine.push_screener(c));
+    }
     entry.token = u32::from(unsafe { pg_sys::GetCurrentTransactionId() });
     let tds = unsafe { cache_tds(fcinfo) };
-    let d = unsafe { state_datum(F, &tds, market.as_bytes(), symbol.as_bytes(), &entry.engine) };
+    let d = unsafe {
+        state_datum(
+            F,
+            &tds,
+            market.as_bytes(),
+            symbol.as_bytes(),
+            &entry.engine,
+            with_features,
+        )
+    };
     CACHE.with(|m| m.borrow_mut().insert(key, entry));
     Some(FeatureStateResult(d))
 }
@@ -900,7 +932,10 @@ fn features_cache_load(
     }
     let count = engine.screener().candles();
     if count == head {
-        CACHE.with(|m| m.borrow_mut().insert(key, Entry { token: tok, engine }));
+        CACHE.with(|m| {
+            m.borrow_mut()
+                .insert(key, Box::new(Entry { token: tok, engine }))
+        });
     }
     count
 }
@@ -949,11 +984,18 @@ unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for FeatureRo
 
 /// `ta.feature_row` as JSON: {"version", "market", "symbol", "open_time", "close_time", and
 /// every feature column}; times ISO 8601 UTC with milliseconds, numbers in the shortest form
-/// that reads back as the same double, NULL as null. The row is deformed once (the live path
-/// calls this for every instrument at every close).
+/// that reads back as the same double, NULL as null. The row is deformed once and the row
+/// type's shape is checked once per session (the live path calls this for every instrument
+/// at every close).
 #[pg_extern(immutable, parallel_safe, strict, name = "feature_json", requires = ["feature_types"])]
 fn feature_json(row: FeatureRowArg) -> String {
     const F: &str = "ta.feature_json";
+    thread_local! {
+        /// The row type (type id, typmod) whose shape was checked.
+        static CHECKED: std::cell::Cell<Option<(pg_sys::Oid, i32)>> =
+            const { std::cell::Cell::new(None) };
+    }
+    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let mut values = [pg_sys::Datum::from(0usize); FEATURE_ROW_COLUMNS];
     let mut nulls = [true; FEATURE_ROW_COLUMNS];
     unsafe {
@@ -962,31 +1004,39 @@ fn feature_json(row: FeatureRowArg) -> String {
         let typid = (*th).t_choice.t_datum.datum_typeid;
         let typmod = (*th).t_choice.t_datum.datum_typmod;
         let td = pg_sys::lookup_rowtype_tupdesc(typid, typmod);
-        check_shape(F, td, &feature_row_types(), "ta.feature_row");
+        if CHECKED.get() != Some((typid, typmod)) {
+            check_shape(F, td, &feature_row_types(), "ta.feature_row");
+            CHECKED.set(Some((typid, typmod)));
+        }
         let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
         tuple.t_len = pgrx::varlena::varsize(th.cast()) as u32;
         tuple.t_data = th;
         pg_sys::heap_deform_tuple(&mut tuple, td, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::DecrTupleDescRefCount(td);
     }
-    let text = |i: usize| -> Option<String> {
-        (!nulls[i]).then(|| unsafe {
-            <String as pgrx::FromDatum>::from_polymorphic_datum(values[i], false, pg_sys::TEXTOID)
-                .unwrap_or_default()
-        })
-    };
     let mut s = String::with_capacity(1600);
     s.push_str("{\"version\":");
     let _ = write!(s, "{FEATURE_VERSION}");
     for (k, i) in [("market", 0), ("symbol", 1)] {
-        let _ = write!(s, ",\"{k}\":");
-        match text(i) {
-            Some(v) => json_str(&mut s, &v),
-            None => s.push_str("null"),
+        s.push_str(",\"");
+        s.push_str(k);
+        s.push_str("\":");
+        if nulls[i] {
+            s.push_str("null");
+        } else {
+            // the text's bytes, without a copy (not UTF-8: its lossy form)
+            let bytes = unsafe {
+                pgrx::varlena::varlena_to_byte_slice(pg_sys::pg_detoast_datum_packed(
+                    values[i].cast_mut_ptr(),
+                ))
+            };
+            json_str(&mut s, &String::from_utf8_lossy(bytes));
         }
     }
     for (k, i) in [("open_time", 2), ("close_time", 3)] {
-        let _ = write!(s, ",\"{k}\":");
+        s.push_str(",\"");
+        s.push_str(k);
+        s.push_str("\":");
         let t = values[i].value() as i64;
         // ±infinity are i64::MIN / i64::MAX
         if nulls[i] || t == i64::MIN || t == i64::MAX {
@@ -997,10 +1047,15 @@ fn feature_json(row: FeatureRowArg) -> String {
             s.push('"');
         }
     }
-    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    for (j, name) in NAMES.get_or_init(column_names).iter().enumerate() {
+    let keys = KEYS.get_or_init(|| {
+        column_names()
+            .iter()
+            .map(|n| format!(",\"{n}\":"))
+            .collect()
+    });
+    for (j, key) in keys.iter().enumerate() {
         let i = 4 + j;
-        let _ = write!(s, ",\"{name}\":");
+        s.push_str(key);
         json_f64(
             &mut s,
             (!nulls[i]).then(|| f64::from_bits(values[i].value() as u64)),
@@ -1010,19 +1065,73 @@ fn feature_json(row: FeatureRowArg) -> String {
     s
 }
 
-/// A double as the shortest decimal that reads back as the same double (Rust's formatting;
-/// exponent form outside 1e-5..1e16); non-finite as null.
+/// A double as the shortest decimal that reads back as the same double (the digits of Ryu:
+/// of two equally near, the even one, as Python's `repr`; laid out as Rust's `{}`, exponent
+/// form as `{:e}` outside 1e-5..1e16); non-finite as null.
 pub(crate) fn json_f64(s: &mut String, v: Option<f64>) {
-    match v {
-        Some(x) if x.is_finite() => {
-            let a = x.abs();
-            if a != 0.0 && !(1e-5..1e16).contains(&a) {
-                let _ = write!(s, "{x:e}");
-            } else {
-                let _ = write!(s, "{x}");
-            }
+    let Some(x) = v.filter(|x| x.is_finite()) else {
+        s.push_str("null");
+        return;
+    };
+    let mut buf = ryu::Buffer::new();
+    let r = buf.format_finite(x);
+    // r = [-]int[.frac][e[-]exp]: the value is ±D·10^E with D the digits of int and frac
+    let (neg, r) = match r.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, r),
+    };
+    let (mant, exp) = match r.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (r, 0),
+    };
+    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
+    // at most 17 significant digits (plus leading zeros of a fraction): a stack buffer
+    let mut buf = [0u8; 48];
+    let mut len = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        if len == 0 && b == b'0' {
+            continue;
         }
-        _ => s.push_str("null"),
+        buf[len] = b;
+        len += 1;
+    }
+    let mut e = exp - frac.len() as i32;
+    while len > 0 && buf[len - 1] == b'0' {
+        len -= 1;
+        e += 1;
+    }
+    let digits = &buf[..len];
+    if neg {
+        s.push('-');
+    }
+    if digits.is_empty() {
+        s.push('0');
+        return;
+    }
+    let n = digits.len() as i32;
+    let a = x.abs();
+    // ASCII digits
+    let push = |s: &mut String, d: &[u8]| s.push_str(std::str::from_utf8(d).unwrap_or_default());
+    if !(1e-5..1e16).contains(&a) {
+        // d.ddd e exp, as {:e}
+        push(s, &digits[..1]);
+        if n > 1 {
+            s.push('.');
+            push(s, &digits[1..]);
+        }
+        let _ = write!(s, "e{}", e + n - 1);
+    } else if e >= 0 {
+        push(s, digits);
+        s.extend(std::iter::repeat_n('0', e as usize));
+    } else if -e < n {
+        let p = (n + e) as usize;
+        push(s, &digits[..p]);
+        s.push('.');
+        push(s, &digits[p..]);
+    } else {
+        s.push_str("0.");
+        s.extend(std::iter::repeat_n('0', (-e - n) as usize));
+        push(s, digits);
     }
 }
 
@@ -1113,6 +1222,62 @@ mod unit {
         let mut t = String::new();
         super::json_f64(&mut t, Some(f64::NAN));
         assert_eq!(t, "null");
+    }
+
+    #[test]
+    fn numbers_as_rust_formats_them() {
+        // json_f64 lays Ryu's digits out as Rust's own shortest formatting ({} inside
+        // 1e-5..1e16, {:e} outside): for edge values and 200,000 random bit patterns of every
+        // magnitude it reads back bit for bit, has as few characters as Rust's text, and the
+        // same text but where two shortest decimals are equally near (Ryu then takes the
+        // even digit, as Python's repr; Rust the upper)
+        let rust = |x: f64| {
+            let a = x.abs();
+            if a != 0.0 && !(1e-5..1e16).contains(&a) {
+                format!("{x:e}")
+            } else {
+                format!("{x}")
+            }
+        };
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.1,
+            1e-5,
+            9.99999e-6,
+            1e16,
+            9999999999999998.0,
+            1e15,
+            123.0,
+            1.5e-7,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            0.30000000000000004,
+            100.0,
+            1e21,
+        ];
+        let mut z = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            z ^= z << 13;
+            z ^= z >> 7;
+            z ^= z << 17;
+            xs.push(f64::from_bits(z));
+            // and values of market scale
+            xs.push((z >> 11) as f64 / (1u64 << 53) as f64 * 1e5);
+        }
+        for x in xs.into_iter().filter(|x| x.is_finite()) {
+            let mut t = String::new();
+            super::json_f64(&mut t, Some(x));
+            let r = rust(x);
+            assert_eq!(t.parse::<f64>().unwrap().to_bits(), x.to_bits(), "{t}");
+            assert_eq!(t.len(), r.len(), "{t} {r}");
+            assert_eq!(t.contains('e'), r.contains('e'), "{t} {r}");
+            let differ = t.bytes().zip(r.bytes()).filter(|(a, b)| a != b).count();
+            assert!(differ <= 1, "{t} {r}");
+        }
     }
 }
 
@@ -1250,23 +1415,44 @@ mod tests {
                   WHERE n <= {upto}"
             ))
         };
-        let step = |head: i64, xmin: &str, n: i64| {
+        // with_features = false: the same screener row, chain and rule row but for its feature
+        // columns (NULL), no feature row; the features' state is stepped all the same
+        let step_as = |head: i64, xmin: &str, n: i64, wf: bool| {
+            let same = if wf {
+                "s::text = f.st::text"
+            } else {
+                "(s).\"row\"::text = (f.st).\"row\"::text AND (s).chain::text = (f.st).chain::text
+                 AND (s).features IS NULL AND ((s).signal).ret_1m IS NULL
+                 AND ((s).signal).imbalance_1m_z IS NULL
+                 AND ((s).signal).price = ((f.st).signal).price
+                 AND ((s).signal).rsi_14 IS NOT DISTINCT FROM ((f.st).signal).rsi_14
+                 AND ((f.st).signal).ret_1m IS NOT NULL"
+            };
             text_of(&format!(
-                "SELECT (s::text = f.st::text)::text FROM full_run f,
+                "SELECT ({same})::text FROM full_run f,
                         LATERAL (SELECT ta._features_cache_step({head}, {xmin}, 'spot', 'AAA', c.open_time,
                                  c.close_time, c.open, c.high, c.low, c.close, c.volume, c.quote_volume,
-                                 c.taker_buy_volume, c.imb, c.spr, c.wmo) AS s
+                                 c.taker_buy_volume, c.imb, c.spr, c.wmo, {wf}) AS s
                                  FROM c WHERE c.symbol = 'AAA' AND c.open_time = f.open_time) x
                  WHERE f.symbol = 'AAA' AND f.n = {n}"
             ))
         };
+        let step = |head: i64, xmin: &str, n: i64| step_as(head, xmin, n, true);
         let xid = "(pg_current_xact_id()::text::bigint % 4294967296)";
         assert_eq!(load(3000), 3000);
         assert_eq!(step(3000, "77", 3001), "true");
         assert_eq!(step(3001, xid, 3002), "true");
+        assert_eq!(step_as(3002, xid, 3003, false), "true");
+        assert_eq!(step_as(3003, xid, 3004, false), "true");
+        // an engine stepped without features has none: a step with features drops it (NULL:
+        // the live path reloads it), and the reloaded engine steps exactly again
+        assert_eq!(step(3004, xid, 3005), "");
+        assert_eq!(step(3004, xid, 3005), "");
+        assert_eq!(load(3004), 3004);
+        assert_eq!(step(3004, "77", 3005), "true");
         // a head mismatch drops the entry
-        assert_eq!(step(3001, xid, 3003), "");
-        assert_eq!(step(3002, xid, 3003), "");
+        assert_eq!(step(3004, xid, 3006), "");
+        assert_eq!(step(3005, xid, 3006), "");
         // the shared reset drops feature engines too
         assert_eq!(load(10), 10);
         assert!(i64_of("SELECT ta._screener_cache_reset('spot', 'AAA')") >= 1);
@@ -1334,7 +1520,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            err("SELECT ta._features_cache_step(0, 1, 'spot', 'X', now(), now(), 1, 1, 1, 1, 1, 1, 1, NULL, NULL, NULL)"),
+            err("SELECT ta._features_cache_step(0, 1, 'spot', 'X', now(), now(), 1, 1, 1, 1, 1, 1, 1, NULL, NULL, NULL, NULL)"),
             "42501 permission denied for function _features_cache_step"
         );
         assert_eq!(

@@ -578,6 +578,14 @@ impl Cols {
         let d = unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32) };
         self.push(Some(pg_sys::Datum::from(d)));
     }
+    /// A copy of the columns so far (the same datums: forming a tuple copies them), with room
+    /// for `n` columns in all.
+    pub(crate) fn copy_with_capacity(&self, n: usize) -> Self {
+        let mut c = Cols::with_capacity(n);
+        c.values.extend_from_slice(&self.values);
+        c.nulls.extend_from_slice(&self.nulls);
+        c
+    }
     pub(crate) unsafe fn form(mut self, td: pg_sys::TupleDesc) -> pg_sys::Datum {
         unsafe { form_tuple(td, &mut self.values, &mut self.nulls) }
     }
