@@ -119,6 +119,28 @@ COMMENT ON TABLE market._evaluator_lock IS
   'an enabled rule names a feature column of ta.signal_row (one that is not a ta.screener_row '
   'column), set with the evaluator.';
 
+-- Whether compiled rules read a feature column (a ta.signal_row column that ta.screener_row
+-- lacks): a compiled rule reads column c as m."c" (ta.rule_compile); a false positive (the
+-- text inside a string literal) only costs computing features nothing needed.  The live path
+-- (market._evaluator_lock.reads_features) and the backtests compute features only then.
+CREATE OR REPLACE FUNCTION market._reads_features(p_compiled text[]) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+SELECT EXISTS (
+  SELECT 1 FROM unnest(p_compiled) AS r(compiled), pg_catalog.pg_attribute a
+   WHERE a.attrelid = (SELECT t.typrelid FROM pg_catalog.pg_type t
+                        WHERE t.oid = 'ta.signal_row'::regtype)
+     AND a.attnum > 0 AND NOT a.attisdropped
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute b
+                      WHERE b.attrelid = (SELECT t.typrelid FROM pg_catalog.pg_type t
+                                           WHERE t.oid = 'ta.screener_row'::regtype)
+                        AND b.attname = a.attname AND NOT b.attisdropped)
+     AND strpos(r.compiled, 'm."' || a.attname || '"') > 0)
+$$;
+COMMENT ON FUNCTION market._reads_features(text[]) IS
+  'Internal: true when one of the compiled rules (ta.rule_compile against ta.signal_row) reads a '
+  'feature column (one that ta.screener_row lacks).';
+
 -- pg_ta 0.3.0: the evaluator reads ta.signal_row (regenerated below with the new signature)
 DROP FUNCTION IF EXISTS market._fire_rules(ta.screener_row[]);
 CREATE OR REPLACE FUNCTION market._regenerate_evaluator() RETURNS void
@@ -131,19 +153,8 @@ BEGIN
   PERFORM 1 FROM market._evaluator_lock FOR UPDATE;
   SELECT string_agg(market._rule_branch(rule_id, compiled), E',\n        ' ORDER BY rule_id)
     INTO v_branches FROM market.alert_rules WHERE enabled;
-  -- a compiled rule reads a column c as m."c" (ta.rule_compile); a false positive (the text
-  -- in a string literal) only makes the live path compute features it did not need
-  UPDATE market._evaluator_lock SET reads_features = EXISTS (
-    SELECT 1 FROM market.alert_rules r, pg_catalog.pg_attribute a
-     WHERE r.enabled
-       AND a.attrelid = (SELECT t.typrelid FROM pg_catalog.pg_type t
-                          WHERE t.oid = 'ta.signal_row'::regtype)
-       AND a.attnum > 0 AND NOT a.attisdropped
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute b
-                        WHERE b.attrelid = (SELECT t.typrelid FROM pg_catalog.pg_type t
-                                             WHERE t.oid = 'ta.screener_row'::regtype)
-                          AND b.attname = a.attname AND NOT b.attisdropped)
-       AND strpos(r.compiled, 'm."' || a.attname || '"') > 0);
+  UPDATE market._evaluator_lock SET reads_features = market._reads_features(
+    (SELECT array_agg(r.compiled) FROM market.alert_rules r WHERE r.enabled));
   IF v_branches IS NULL THEN
     v_body := E'BEGIN\n  p_alert_ids := NULL;\n  p_payloads := NULL;\nEND';
   ELSE

@@ -5,7 +5,9 @@
 -- every rule of the backtest is evaluated on each rule row (ta.signal_row) in the same pass, as
 -- the live evaluator does (market._rule_branch); the live cooldown is applied per
 -- (instrument, rule).  Book features are read as the live path froze them
--- (market.book_1m_frozen), so a backtest sees what the live rule saw.
+-- (market.book_1m_frozen), so a backtest sees what the live rule saw.  When no rule of the
+-- backtest reads a feature column, the screener engine runs alone (market._run1, as in
+-- pg_ta 0.2.0): the same rows but for the feature columns, which no rule reads.
 
 DROP FUNCTION IF EXISTS market._backtest(text, text, integer, interval, timestamptz, timestamptz, text[], text);
 DROP FUNCTION IF EXISTS market._backtest(text[], text[], integer[], interval[], timestamptz, timestamptz, text[], text);
@@ -23,6 +25,7 @@ DECLARE
   c record;
   k integer;
   v_branches text;
+  v_signal text;
   v_query text;
   v_no_cooldown boolean;
   v_last timestamptz[];
@@ -34,13 +37,36 @@ BEGIN
   -- rule k fires as element k (1-based position in the arrays)
   SELECT string_agg(market._rule_branch(o.k::integer, o.compiled), ', ' ORDER BY o.k)
     INTO v_branches FROM unnest(p_compiled) WITH ORDINALITY AS o(compiled, k);
-  v_query := format(
-    'SELECT f.x, f.ks FROM (SELECT m AS x, array_remove(ARRAY[%s]::int[], NULL) AS ks'
-    '  FROM market._srun1($1, $2, market._warm_before($1, $2, $3), $4, $3, $4,'
-    '                     market._book_from($1, $2, $3)) r,'
-    '       LATERAL unnest(ARRAY[r.sig]) AS m'
-    ' WHERE r.open_time >= $3 AND r.open_time <= $4) f WHERE cardinality(f.ks) > 0',
-    v_branches);
+  IF market._reads_features(p_compiled) THEN
+    v_query := format(
+      'SELECT f.x, f.ks FROM (SELECT m AS x, array_remove(ARRAY[%s]::int[], NULL) AS ks'
+      '  FROM market._srun1($1, $2, market._warm_before($1, $2, $3), $4, $3, $4,'
+      '                     market._book_from($1, $2, $3)) r,'
+      '       LATERAL unnest(ARRAY[r.sig]) AS m'
+      ' WHERE r.open_time >= $3 AND r.open_time <= $4) f WHERE cardinality(f.ks) > 0',
+      v_branches);
+  ELSE
+    -- no rule reads a feature column: the screener engine alone (as pg_ta 0.2.0), m = its
+    -- ta.screener_row; a firing row becomes a ta.signal_row with NULL feature columns
+    SELECT 'ROW(' || string_agg(CASE WHEN b.attname IS NOT NULL THEN 'm.' || quote_ident(a.attname)
+                                     ELSE 'NULL::' || format_type(a.atttypid, a.atttypmod) END,
+                                ', ' ORDER BY a.attnum) || ')::ta.signal_row'
+      INTO v_signal
+      FROM pg_catalog.pg_attribute a
+      LEFT JOIN pg_catalog.pg_attribute b
+             ON b.attrelid = (SELECT t.typrelid FROM pg_catalog.pg_type t
+                               WHERE t.oid = 'ta.screener_row'::regtype)
+            AND b.attname = a.attname AND NOT b.attisdropped
+     WHERE a.attrelid = (SELECT t.typrelid FROM pg_catalog.pg_type t
+                          WHERE t.oid = 'ta.signal_row'::regtype)
+       AND a.attnum > 0 AND NOT a.attisdropped;
+    v_query := format(
+      'SELECT f.x, f.ks FROM (SELECT %s AS x, array_remove(ARRAY[%s]::int[], NULL) AS ks'
+      '  FROM market._run1($1, $2, market._warm_before($1, $2, $3), $4, $3, $4) r,'
+      '       LATERAL unnest(ARRAY[(r.st)."row"]) AS m'
+      ' WHERE r.open_time >= $3 AND r.open_time <= $4) f WHERE cardinality(f.ks) > 0',
+      v_signal, v_branches);
+  END IF;
   v_no_cooldown := (SELECT bool_and(d IS NULL) FROM unnest(p_cooldowns) d);
   FOR i IN SELECT * FROM market._range_instruments(p_from, p_symbols, p_market) LOOP
     IF v_no_cooldown THEN
@@ -169,6 +195,7 @@ COMMENT ON FUNCTION market.backtest_expression(text, timestamptz, timestamptz, t
 
 COMMENT ON FUNCTION market._backtest(text[], text[], integer[], interval[], timestamptz, timestamptz, text[], text, boolean) IS
   'Internal: shared body of the backtests: compiled rules (element k fires as rule p_rules[k]) '
-  'over the feature engine''s rule rows (ta.signal_row) of [p_from, p_to], one pass per '
+  'over the feature engine''s rule rows (ta.signal_row) of [p_from, p_to] (the screener engine''s '
+  'alone when no rule reads a feature column), one pass per '
   'instrument, book features as frozen by the live path, each rule''s '
   'cooldown applied when p_cooldowns[k] is not NULL; payload built when p_payload.';

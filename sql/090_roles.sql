@@ -56,7 +56,8 @@ DECLARE
     'market._frun(text[], text[], timestamptz[], timestamptz[], timestamptz[], timestamptz[], timestamptz[])',
     'market._srun1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
     'market._frows1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
-    'market.timescaledb_job_health()', 'market.retention_cutoffs()'];
+    'market.timescaledb_job_health()', 'market.retention_cutoffs()',
+    'market._reads_features(text[])'];
   f text;
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'ta_reader') THEN
