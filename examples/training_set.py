@@ -12,7 +12,9 @@ What it does
      path sent at m (NOTIFY ta_features) bit for bit.
   2. They travel as one binary COPY straight into a numpy array (`fetch_features` below): no
      Python object per value.  NULL (warm-up, missing inputs) becomes NaN on the numpy side
-     only; the database never stores NaN.
+     only; the database never stores NaN.  A long range of few instruments can be fetched as
+     time slices over several connections (`fetch_features_parallel`, `--jobs`): each slice
+     starts from a day checkpoint, so the rows are the same bits.
   3. The label of minute m is the forward log return ln(close[m + h] / close[m]) over the next
      h stored candles of the same instrument: it starts where the features end (close of m),
      so no feature row sees any of its label's candles.  Rows whose label is unknown (the last
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
@@ -55,7 +57,7 @@ def fetch_features(conn, markets=None, symbols=None, t_from="-infinity", t_to="i
     instruments: [(market, symbol)] in key order; inst: int64 index into it per row;
     open_time: datetime64[us] per row; X: float64 (rows, columns) with NaN for NULL.
     One binary COPY: every field is 8 bytes (NULL -> NaN server-side), so each row has the same
-    size and the whole result is read with one numpy.frombuffer."""
+    size and the whole result is read as one strided numpy view (one byte-swapping copy)."""
     cols = columns or feature_columns(conn)
     instruments = [tuple(r) for r in conn.execute(
         "SELECT market, symbol FROM market.screener_state WHERE (chain).candles IS NOT NULL"
@@ -71,26 +73,82 @@ def fetch_features(conn, markets=None, symbols=None, t_from="-infinity", t_to="i
              "         AND (%(s)s::text[] IS NULL OR symbol = ANY (%(s)s))) i"
              "   USING (market, symbol)")
     params = {"m": markets, "s": symbols, "f": t_from, "t": t_to}
-    chunks = []
+    buf = bytearray()
     with conn.cursor() as cur:
         with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT binary)", params) as cp:
             for block in cp:
-                chunks.append(block)
-    buf = b"".join(bytes(c) for c in chunks)
+                buf += block  # appended while the server computes the next rows
     nf = 2 + len(cols)
-    dtype = np.dtype([("nf", ">i2")] + [x for k in range(nf) for x in
-                                        ((f"l{k}", ">i4"), (f"v{k}", ">f8" if k >= 2 else ">i8"))])
+    # each row: int16 field count, then per field an int32 length and 8 bytes of value
+    row = 2 + 12 * nf
     ext = int.from_bytes(buf[15:19], "big")
     start = 19 + ext
-    n = (len(buf) - start - 2) // dtype.itemsize
-    rec = np.frombuffer(buf, dtype=dtype, count=n, offset=start)
-    if n and not (rec["nf"] == nf).all():
+    n = (len(buf) - start - 2) // row
+    if n and not (np.ndarray((n,), ">i2", buf, start, (row,)) == nf).all():
         raise ValueError("unexpected binary COPY layout")
-    inst = rec["v0"].astype(np.int64)
-    times = (rec["v1"].astype(np.int64) + PG_EPOCH_US).astype("datetime64[us]")
-    X = np.empty((n, len(cols)), dtype=np.float64)
-    for k in range(len(cols)):
-        X[:, k] = rec[f"v{k + 2}"]
+    field = lambda k, dt: np.ndarray((n,), dt, buf, start + 2 + 12 * k + 4, (row,))
+    inst = field(0, ">i8").astype(np.int64)
+    times = (field(1, ">i8").astype(np.int64) + PG_EPOCH_US).astype("datetime64[us]")
+    # the feature values as one strided view (rows x columns), byte-swapped in one pass
+    X = np.ndarray((n, len(cols)), ">f8", buf, start + 2 + 24 + 4, (row, 12)).astype(np.float64)
+    return instruments, inst, times, X, cols
+
+
+def fetch_features_parallel(dsn: str, markets=None, symbols=None, t_from=None, t_to=None,
+                            jobs: int = 2, columns: list[str] | None = None):
+    """fetch_features over `jobs` connections at once, each fetching a slice of [t_from, t_to]
+    (finite datetimes); the same arrays as fetch_features, bit for bit.
+
+    Each slice is computed from the day checkpoint before its start (features_range's windows
+    reach back before p_from), so a slice's rows equal those of one long fetch: the database
+    proves it (point-in-time tests).  Costs up to a day of warm-up per instrument and slice:
+    worth it for few instruments over a long range, on a server with cores to spare."""
+    import threading
+
+    import psycopg
+    def finite(t):
+        try:
+            return datetime.fromisoformat(t) if isinstance(t, str) else t
+        except ValueError:
+            return None
+    t_from, t_to = finite(t_from), finite(t_to)
+    if t_from is None or t_to is None or jobs < 1:
+        raise ValueError("fetch_features_parallel needs finite t_from and t_to (ISO 8601) and "
+                         "jobs >= 1")
+    minutes = max(1, int((t_to - t_from).total_seconds() // 60) + 1)
+    step = timedelta(minutes=-(-minutes // jobs))
+    bounds = []
+    lo = t_from
+    while lo <= t_to:
+        bounds.append((lo, min(t_to, lo + step - timedelta(microseconds=1))))
+        lo += step
+    parts: list = [None] * len(bounds)
+    errors: list = []
+
+    def work(k, lo, hi):
+        try:
+            with psycopg.connect(dsn) as conn:
+                parts[k] = fetch_features(conn, markets, symbols, lo, hi, columns)
+        except BaseException as e:  # re-raised below, in the caller's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k, lo, hi)) for k, (lo, hi) in enumerate(bounds)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    instruments, cols = parts[0][0], parts[0][4]
+    if any(p[0] != instruments for p in parts):
+        raise RuntimeError("the instruments changed while fetching; fetch again")
+    inst = np.concatenate([p[1] for p in parts])
+    times = np.concatenate([p[2] for p in parts])
+    X = np.concatenate([p[3] for p in parts])
+    if len(inst) > 1 and (np.diff(inst) < 0).any():
+        # slices are in time order: a stable sort by instrument gives (instrument, open_time)
+        order = np.argsort(inst, kind="stable")
+        inst, times, X = inst[order], times[order], X[order]
     return instruments, inst, times, X, cols
 
 
@@ -118,10 +176,14 @@ def forward_log_returns(conn, instruments, inst, times, horizon: int) -> np.ndar
     return y
 
 
-def build(conn, markets, symbols, t_from, t_to, horizon: int):
+def build(conn, markets, symbols, t_from, t_to, horizon: int, jobs: int = 1, dsn: str = ""):
     """The labelled set: (X, y, times, inst, instruments, columns), rows with an unknown label
-    dropped."""
-    instruments, inst, times, X, cols = fetch_features(conn, markets, symbols, t_from, t_to)
+    dropped (features over `jobs` connections to `dsn` when jobs > 1)."""
+    if jobs > 1:
+        instruments, inst, times, X, cols = fetch_features_parallel(dsn, markets, symbols, t_from,
+                                                                    t_to, jobs)
+    else:
+        instruments, inst, times, X, cols = fetch_features(conn, markets, symbols, t_from, t_to)
     y = forward_log_returns(conn, instruments, inst, times, horizon)
     keep = ~np.isnan(y)
     return X[keep], y[keep], times[keep], inst[keep], instruments, cols
@@ -161,12 +223,14 @@ def main(argv=None) -> int:
     ap.add_argument("--to", dest="t_to", default="infinity")
     ap.add_argument("--horizon", type=int, default=15, help="label horizon in candles")
     ap.add_argument("--out", help="write X, y, times, inst to this .npz")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="fetch over this many connections, as time slices (needs --from/--to)")
     a = ap.parse_args(argv)
     import psycopg
     symbols = a.symbols.split(",") if a.symbols else None
     with psycopg.connect(a.dsn) as conn:
         X, y, times, inst, instruments, cols = build(conn, a.market, symbols, a.t_from, a.t_to,
-                                                     a.horizon)
+                                                     a.horizon, a.jobs, a.dsn)
     train, test = split_with_embargo(times, a.horizon)
     coef, ntr, nte, corr = fit_and_score(X, y, train, test, cols)
     print(f"{len(y)} labelled rows x {X.shape[1]} features from {len(instruments)} instruments; "

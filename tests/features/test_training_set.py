@@ -72,6 +72,13 @@ def test_training_set_example():
             print(f"\nnumpy: {X.shape[0]} rows x {X.shape[1]} columns = features_range "
                   f"(NULL -> NaN, bit for bit): {'yes' if d is None else d}")
             assert d is None and X.shape == (len(rng), len(fdb.FEATURE_COLS))
+            # over 3 connections (time slices, each from its day checkpoint): the same arrays
+            pi, pinst, ptimes, pX, pcols = ts.fetch_features_parallel(dsn, ["spot"], None,
+                                                                      t_from, t_to, jobs=3)
+            assert (pi, pcols) == (instruments, cols)
+            assert np.array_equal(pinst, inst) and np.array_equal(ptimes, times)
+            assert np.array_equal(pX.view(np.int64), X.view(np.int64))
+            print(f"fetch_features_parallel, 3 slices: the same {pX.shape[0]} rows, bit for bit")
 
             X2, y, t2, i2, inst2, _ = ts.build(conn, ["spot"], None, t_from, t_to, H)
             # labels: ln(close[m + H] / close[m]) of the stored candles; the last H have none
@@ -95,6 +102,16 @@ def test_training_set_example():
                            capture_output=True, text=True, timeout=300)
         print(p.stdout.strip())
         assert p.returncode == 0, p.stderr[-2000:]
+        # --jobs 2: the same labelled set, so the same fit and score
+        rng_args = ["--from", t_from.isoformat(), "--to", t_to.isoformat()]
+        outs = [subprocess.run([sys.executable, EXAMPLE, "--dsn", dsn, "--horizon", str(H),
+                                "--jobs", j] + rng_args, capture_output=True, text=True,
+                               timeout=300) for j in ("1", "2")]
+        assert [o.returncode for o in outs] == [0, 0], outs[1].stderr[-2000:]
+        assert outs[0].stdout == outs[1].stdout and "labelled rows" in outs[0].stdout
+        p = subprocess.run([sys.executable, EXAMPLE, "--dsn", dsn, "--jobs", "2"],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode != 0 and "needs finite t_from and t_to" in p.stderr
         ok = True
     finally:
         if ok:

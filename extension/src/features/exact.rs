@@ -39,22 +39,23 @@ impl ExactSum {
         }
     }
 
-    /// Adds `x` exactly (CPython `math_fsum`'s inner loop).
+    /// Adds `x` exactly (CPython `math_fsum`'s inner loop). Each step is Knuth's branch-free
+    /// TwoSum rather than CPython's magnitude swap plus Fast2Sum: both give `hi = fl(x + y)` and
+    /// the exact error `lo = x + y - hi`, so the partials are the same bit for bit, without a
+    /// data-dependent branch per partial.
     #[inline]
     pub fn add(&mut self, x: f64) {
         let mut x = x;
         let p = &mut self.partials;
+        let s = p.as_mut_slice();
         let mut i = 0;
-        for j in 0..p.len() {
-            let mut y = p[j];
-            if x.abs() < y.abs() {
-                std::mem::swap(&mut x, &mut y);
-            }
+        for j in 0..s.len() {
+            let y = s[j];
             let hi = x + y;
-            let yr = hi - x;
-            let lo = y - yr;
+            let yv = hi - x;
+            let lo = (x - (hi - yv)) + (y - yv);
             if lo != 0.0 {
-                p[i] = lo;
+                s[i] = lo;
                 i += 1;
             }
             x = hi;
@@ -211,6 +212,48 @@ mod tests {
                 }
             }
             assert!(a.len() < 40, "{} partials", a.len());
+        }
+    }
+
+    #[test]
+    fn twosum_partials_equal_cpythons_swap_and_fast2sum() {
+        // TC4: the branch-free TwoSum of `add` keeps the very partials of CPython's loop
+        // (swap so |x| >= |y|, then Fast2Sum), bit for bit, through adds and removes
+        fn cpython_add(p: &mut Vec<f64>, x: f64) {
+            let mut x = x;
+            let mut i = 0;
+            for j in 0..p.len() {
+                let mut y = p[j];
+                if x.abs() < y.abs() {
+                    std::mem::swap(&mut x, &mut y);
+                }
+                let hi = x + y;
+                let lo = y - (hi - x);
+                if lo != 0.0 {
+                    p[i] = lo;
+                    i += 1;
+                }
+                x = hi;
+            }
+            p.truncate(i);
+            if x != 0.0 {
+                p.push(x);
+            }
+        }
+        for (seed, e) in [(3u64, 1), (11, 40), (23, 300)] {
+            let mut rng = Rng::new(seed);
+            let xs: Vec<f64> = (0..3000).map(|_| rng.wild(e)).collect();
+            let (mut a, mut r) = (ExactSum::new(), Vec::new());
+            for (i, &x) in xs.iter().enumerate() {
+                a.add(x);
+                cpython_add(&mut r, x);
+                if i >= 30 {
+                    a.sub(xs[i - 30]);
+                    cpython_add(&mut r, -xs[i - 30]);
+                }
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.partials), bits(&r), "seed {seed} i {i}");
+            }
         }
     }
 
