@@ -10,8 +10,9 @@ What it does
      minute m uses only candles with open_time <= m and book updates before m + 1 minute (the
      database proves it: tests/features/test_point_in_time.py), and equals the row the live
      path sent at m (NOTIFY ta_features) bit for bit.
-  2. They travel as one binary COPY straight into a numpy array (`fetch_features` below): no
-     Python object per value.  NULL (warm-up, missing inputs) becomes NaN on the numpy side
+  2. They travel as one binary COPY straight into a numpy array (`fetch_features` below, over
+     market.feature_vectors: the same rows, the columns packed as doubles): no Python object
+     per value.  NULL (warm-up, missing inputs) becomes NaN on the numpy side
      only; the database never stores NaN.  A long range of few instruments can be fetched as
      time slices over several connections (`fetch_features_parallel`, `--jobs`): each slice
      starts from a day checkpoint, so the rows are the same bits.
@@ -26,7 +27,7 @@ What it does
      smoke test of the pipeline, not a strategy.
 
 Why binary COPY and not Parquet: the numpy array is what models take; binary COPY of fixed-width
-columns reads into it with numpy.frombuffer (one copy, no per-value objects) using psycopg,
+rows reads into it as a strided view (one copy, no per-value objects) using psycopg,
 which every Python user of pg_ta already has.  Parquet would need arrow/parquet crates in ta-feed
 (minutes of extra compile time on every CI run) for a file format that pyarrow can write from
 this array in one call (`pyarrow.Table.from_arrays(...)`, if you need a file).
@@ -55,18 +56,21 @@ def fetch_features(conn, markets=None, symbols=None, t_from="-infinity", t_to="i
     """market.features_range(...) as numpy arrays: (instruments, inst, open_time, X, names).
 
     instruments: [(market, symbol)] in key order; inst: int64 index into it per row;
-    open_time: datetime64[us] per row; X: float64 (rows, columns) with NaN for NULL.
-    One binary COPY: every field is 8 bytes (NULL -> NaN server-side), so each row has the same
-    size and the whole result is read as one strided numpy view (one byte-swapping copy)."""
-    cols = columns or feature_columns(conn)
+    open_time: datetime64[us] per row; X: float64 (rows, columns) with NaN for NULL, the
+    columns of `columns` (default: all, in ta.feature_row order).
+    One binary COPY of market.feature_vectors (the same rows with the feature columns packed
+    as 336 bytes of little-endian doubles, NULL as NaN): every row has the same size, so the
+    whole result is read as strided numpy views, with one copy."""
+    names = feature_columns(conn)
+    cols = columns or names
+    pick = [names.index(c) for c in cols]  # ValueError for an unknown column
     instruments = [tuple(r) for r in conn.execute(
         "SELECT market, symbol FROM market.screener_state WHERE (chain).candles IS NOT NULL"
         " AND (%(m)s::text[] IS NULL OR market = ANY (%(m)s)) AND (%(s)s::text[] IS NULL OR"
         " symbol = ANY (%(s)s)) ORDER BY 1, 2", {"m": markets, "s": symbols}).fetchall()]
-    sel = ", ".join(f"coalesce(f.{c}, 'NaN')" for c in cols)
     # the instrument's position in `instruments` (same order: market, symbol)
-    query = (f"SELECT i.n, f.open_time, {sel}"
-             " FROM market.features_range(%(m)s, %(s)s, %(f)s, %(t)s) f"
+    query = ("SELECT i.n, v.open_time, v.features"
+             " FROM market.feature_vectors(%(m)s, %(s)s, %(f)s, %(t)s) v"
              " JOIN (SELECT market, symbol, (row_number() OVER (ORDER BY market, symbol) - 1)::int8 AS n"
              "       FROM market.screener_state WHERE (chain).candles IS NOT NULL"
              "         AND (%(m)s::text[] IS NULL OR market = ANY (%(m)s))"
@@ -78,19 +82,20 @@ def fetch_features(conn, markets=None, symbols=None, t_from="-infinity", t_to="i
         with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT binary)", params) as cp:
             for block in cp:
                 buf += block  # appended while the server computes the next rows
-    nf = 2 + len(cols)
-    # each row: int16 field count, then per field an int32 length and 8 bytes of value
-    row = 2 + 12 * nf
+    # each row: int16 field count 3; int32 length 8 + int8; int32 length 8 + timestamptz
+    # (µs since 2000-01-01); int32 length + the packed features
+    width = 8 * len(names)
+    row = 2 + 12 + 12 + 4 + width
     ext = int.from_bytes(buf[15:19], "big")
     start = 19 + ext
     n = (len(buf) - start - 2) // row
-    if n and not (np.ndarray((n,), ">i2", buf, start, (row,)) == nf).all():
+    view = lambda off, dt: np.ndarray((n,), dt, buf, start + off, (row,))
+    if n and not ((view(0, ">i2") == 3).all() and (view(26, ">i4") == width).all()):
         raise ValueError("unexpected binary COPY layout")
-    field = lambda k, dt: np.ndarray((n,), dt, buf, start + 2 + 12 * k + 4, (row,))
-    inst = field(0, ">i8").astype(np.int64)
-    times = (field(1, ">i8").astype(np.int64) + PG_EPOCH_US).astype("datetime64[us]")
-    # the feature values as one strided view (rows x columns), byte-swapped in one pass
-    X = np.ndarray((n, len(cols)), ">f8", buf, start + 2 + 24 + 4, (row, 12)).astype(np.float64)
+    inst = view(6, ">i8").astype(np.int64)
+    times = (view(18, ">i8").astype(np.int64) + PG_EPOCH_US).astype("datetime64[us]")
+    X = np.ndarray((n, len(names)), "<f8", buf, start + 30, (row, 8))
+    X = X[:, pick] if pick != list(range(len(names))) else X.copy()
     return instruments, inst, times, X, cols
 
 

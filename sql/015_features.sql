@@ -197,13 +197,14 @@ COMMENT ON FUNCTION market._srun1(text, text, timestamptz, timestamptz, timestam
   'ta.signal_row (what rules read) of each candle in [p_emit_from, p_emit_to], in open_time order. '
   'Inlined into its callers.';
 
-CREATE OR REPLACE FUNCTION market._frows1(p_market text, p_symbol text, p_start_before timestamptz,
-                                          p_run_to timestamptz, p_emit_from timestamptz,
-                                          p_emit_to timestamptz, p_book_from timestamptz)
-RETURNS SETOF ta.feature_row
+CREATE OR REPLACE FUNCTION market._frows1_composite(p_market text, p_symbol text,
+                                                    p_start_before timestamptz,
+                                                    p_run_to timestamptz, p_emit_from timestamptz,
+                                                    p_emit_to timestamptz, p_book_from timestamptz)
+RETURNS TABLE (open_time timestamptz, f ta.feature_row)
 LANGUAGE sql STABLE AS
 $$
-SELECT m.*
+SELECT (x.f).open_time, x.f
   FROM (SELECT ta._feature_rows(c.market, c.symbol, c.open_time, c.close_time, c.open, c.high,
                                 c.low, c.close, c.volume, c.quote_volume, c.taker_buy_volume,
                                 b.imbalance, b.spread_bps, b.wmid_offset_bps,
@@ -224,14 +225,29 @@ SELECT m.*
            AND c.open_time OPERATOR(pg_catalog.>=)
                coalesce((SELECT s.ck_time FROM market._start(p_market, p_symbol, p_start_before) s),
                         '-infinity'::timestamptz)
-           AND c.open_time OPERATOR(pg_catalog.<=) p_run_to) x,
-       LATERAL pg_catalog.unnest(ARRAY[x.f]) AS m   -- the row's columns, deformed once
+           AND c.open_time OPERATOR(pg_catalog.<=) p_run_to) x
  WHERE (x.f).open_time IS NOT NULL
 $$;
-COMMENT ON FUNCTION market._frows1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz) IS
-  'Internal (features_range, training sets): the feature engine over one instrument without '
+COMMENT ON FUNCTION market._frows1_composite(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz) IS
+  'Internal (features_range, feature_vectors): the feature engine over one instrument without '
   'screener rows or numeric arithmetic (ta._feature_rows): the ta.feature_row of each candle in '
-  '[p_emit_from, p_emit_to], in open_time order. Inlined into its callers.';
+  '[p_emit_from, p_emit_to], in open_time order, as one composite column (f) beside its '
+  'open_time (a lone composite column would be expanded). Inlined into its callers.';
+
+CREATE OR REPLACE FUNCTION market._frows1(p_market text, p_symbol text, p_start_before timestamptz,
+                                          p_run_to timestamptz, p_emit_from timestamptz,
+                                          p_emit_to timestamptz, p_book_from timestamptz)
+RETURNS SETOF ta.feature_row
+LANGUAGE sql STABLE AS
+$$
+SELECT m.*
+  FROM market._frows1_composite(p_market, p_symbol, p_start_before, p_run_to, p_emit_from,
+                                p_emit_to, p_book_from) x,
+       LATERAL pg_catalog.unnest(ARRAY[x.f]) AS m   -- the row's columns, deformed once
+$$;
+COMMENT ON FUNCTION market._frows1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz) IS
+  'Internal (features_range, training sets): market._frows1_composite with the row''s columns '
+  'expanded. Inlined into its callers.';
 
 -- ---------------------------------------------------------------------------------------
 -- Public: rows of history, and the newest row per instrument.
@@ -263,6 +279,34 @@ COMMENT ON FUNCTION market.features_range(text[], text[], timestamptz, timestamp
   'computed in a database truncated after m, bit for bit. NULL during warm-up and where inputs are '
   'missing (COMMENT ON TYPE ta.feature_row). Into numpy without a Python object per value: '
   'examples/training_set.py (binary COPY). Error 22023 when p_from > p_to.';
+
+-- The same rows with the feature columns packed (ta.feature_bytes of the unexpanded row): the
+-- training-set path, where expanding and re-sending 42 columns per row cost more than the
+-- engine (docs/performance.md).
+CREATE OR REPLACE FUNCTION market.feature_vectors(p_markets text[], p_symbols text[],
+                                                  p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (market text, symbol text, open_time timestamptz, features bytea)
+LANGUAGE sql STABLE AS
+$$
+SELECT i.market, i.symbol, x.open_time, ta.feature_bytes(x.f)
+  FROM (SELECT s.market, s.symbol FROM market.screener_state s
+         WHERE (SELECT market._check_range('market.feature_vectors', p_from, p_to))
+           AND s.open_time OPERATOR(pg_catalog.>=) p_from
+           AND (p_markets IS NULL OR s.market OPERATOR(pg_catalog.=) ANY (p_markets))
+           AND (p_symbols IS NULL OR s.symbol OPERATOR(pg_catalog.=) ANY (p_symbols))
+         ORDER BY s.market, s.symbol) i,
+       LATERAL market._frows1_composite(i.market, i.symbol,
+                                        market._warm_before(i.market, i.symbol, p_from), p_to,
+                                        p_from, p_to,
+                                        market._book_from(i.market, i.symbol, p_from)) x
+$$;
+COMMENT ON FUNCTION market.feature_vectors(text[], text[], timestamptz, timestamptz) IS
+  'The rows of market.features_range(p_markets, p_symbols, p_from, p_to), same order, with the '
+  '42 feature columns packed: features = ta.feature_bytes(row), 336 bytes of little-endian '
+  'double precision in column order (ta.feature_row from ret_1m; NULL as NaN). For training '
+  'sets: one binary COPY reads into a numpy matrix with no per-value object '
+  '(examples/training_set.fetch_features); the values are features_range''s, bit for bit. '
+  'Error 22023 when p_from > p_to.';
 
 CREATE OR REPLACE VIEW market.features AS
 SELECT (s.features).* FROM market.screener_state s

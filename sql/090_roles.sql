@@ -50,12 +50,14 @@ DECLARE
     'market._minute_close(timestamptz)', 'market._tick_bucket(name, text)',
     'market._tick_view_sql(text, name)', 'market.features_channel()',
     'market.features_range(text[], text[], timestamptz, timestamptz)',
+    'market.feature_vectors(text[], text[], timestamptz, timestamptz)',
     'market._has_book(text, text)', 'market._book_at(text, text, timestamptz, boolean)',
     'market._book_from(text, text, timestamptz)',
     'market._frun1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
     'market._frun(text[], text[], timestamptz[], timestamptz[], timestamptz[], timestamptz[], timestamptz[])',
     'market._srun1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
     'market._frows1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
+    'market._frows1_composite(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
     'market.timescaledb_job_health()', 'market.retention_cutoffs()',
     'market._reads_features(text[])'];
   f text;

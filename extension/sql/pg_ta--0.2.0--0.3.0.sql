@@ -3,7 +3,7 @@
 -- functions, ta.book_features; the function ta.trade_features of a stored kline) and the feature
 -- engine (types ta.feature_row, ta.signal_row, ta.feature_state; aggregates ta._features_state,
 -- ta._signal_rows, ta._feature_rows, ta.features; the per-session feature cache revoked from
--- PUBLIC; ta.feature_json, ta.feature_version), and the comment of ta._screener_cache_reset
+-- PUBLIC; ta.feature_bytes, ta.feature_json, ta.feature_version), and the comment of ta._screener_cache_reset
 -- (it resets the feature engines too).  Nothing is removed or changed in signature.
 -- Applied by ALTER EXTENSION pg_ta UPDATE (ta-feed migrate runs it).  The CREATE statements are
 -- the blocks of the generated 0.3.0 install script (cargo pgrx schema) that the 0.2.0 script
@@ -277,6 +277,16 @@ IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'book_features_trans_numeric_wrapper';
 
+-- pg_ta::pg::features::feature_bytes
+-- requires:
+--   feature_types
+CREATE  FUNCTION "feature_bytes"(
+	"row" ta.feature_row /* FeatureRowArg */
+) RETURNS bytea /* Vec < u8 > */
+IMMUTABLE STRICT PARALLEL SAFE  
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'feature_bytes_wrapper';
+
 -- pg_ta::pg::features::feature_json
 -- requires:
 --   feature_types
@@ -328,12 +338,13 @@ AS 'MODULE_PATHNAME', 'features_public_trans_wrapper';
 --   feature_rows_final
 --   features_cache_step
 --   features_cache_load
+--   feature_bytes
 --   feature_json
 --   feature_version
 
 -- The feature engine's SQL surface (pg_ta 0.3.0): ta._features_state, ta._signal_rows and
 -- ta._feature_rows (window aggregates of the data schema), ta.features (public aggregate), the
--- per-session cache functions, ta.feature_json and ta.feature_version.
+-- per-session cache functions, ta.feature_bytes, ta.feature_json and ta.feature_version.
 CREATE AGGREGATE ta._features_state(
     market text, symbol text, open_time timestamptz, close_time timestamptz,
     open numeric, high numeric, low numeric, close numeric, volume numeric, quote_volume numeric,
@@ -390,6 +401,8 @@ COMMENT ON FUNCTION ta._features_cache_step(bigint, bigint, text, text, timestam
 'Internal (the data schema''s live path; EXECUTE revoked from PUBLIC). Per-session feature engine cache, as ta._screener_cache_step: when this session holds the engine of (market, symbol) and it ends at the head row (head_candles, head_xmin), pushes the candle (with volume, taker_buy_volume and the minute''s book features) and returns its ta.feature_state; otherwise drops any entry and returns NULL. Same values as ta._features_state bit for bit. with_features = false (the live path when no enabled rule reads a feature column and market.settings.live_features is off) steps the screener engine only: features is NULL and so are the feature columns of signal, and the cached engine has no features from then on (a later step with with_features = true returns NULL and drops it; the caller reloads it). NULL counts as true.';
 COMMENT ON FUNCTION ta._features_cache_load(bigint, bigint, text, text, ta.screener_checkpoint, timestamptz[], timestamptz[], numeric[], numeric[], numeric[], numeric[], numeric[], numeric[], numeric[], double precision[], double precision[], double precision[]) IS
 'Internal (the data schema''s live path; EXECUTE revoked from PUBLIC). Builds the feature engine of (market, symbol) from start and the candles given as arrays (oldest first) and keeps it with token head_xmin when its candle count equals head_candles; returns the candle count. The three book arrays (which may hold NULLs) belong to the last candles, aligned at the end (they may be shorter: the next row needs the book features of the last 59 candles only). Errors: SQLSTATE 22023 for candle arrays of different lengths, book arrays longer than the candles'', unordered times, NaN/Infinity, a malformed start; 22004 for NULL arguments or candle elements.';
+COMMENT ON FUNCTION ta.feature_bytes(ta.feature_row) IS
+'The 42 feature columns of a ta.feature_row (feature set ta.feature_version(), in column order, from ret_1m) as 42 little-endian IEEE 754 double precision values, 336 bytes, NULL as NaN: one row of a training-set matrix, read without a per-value object by numpy.frombuffer(b, ''<f8'') (examples/training_set.py). Market, symbol, open_time and close_time are not included. NULL for a NULL row. Error 22023 when the row type does not have the columns pg_ta expects.';
 COMMENT ON FUNCTION ta.feature_json(ta.feature_row) IS
 'A ta.feature_row as JSON text, the payload of NOTIFY ta_features: {"version": ta.feature_version(), "market", "symbol", "open_time", "close_time" (ISO 8601 UTC, milliseconds), and every feature column by name}; numbers in the shortest decimal form that reads back as the same double precision value (bit for bit), NULL as null. NULL for a NULL row.';
 COMMENT ON FUNCTION ta.feature_version() IS

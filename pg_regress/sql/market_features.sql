@@ -158,6 +158,22 @@ SELECT open_time, round((f).ret_5m::numeric, 12) AS ret_5m, round((f).bb_pct_b::
 SELECT left(ta.feature_json(f), 120) AS payload_head
   FROM market.features_range(NULL, ARRAY['FEATUSDT'], '2024-02-01 00:19', '2024-02-01 00:19') f;
 
+-- 8. Training sets: market.feature_vectors = features_range with the columns packed by
+--    ta.feature_bytes (42 little-endian doubles, NULL as NaN); ret_1m's 8 bytes are its
+--    float8send bytes reversed; the warm-up row's ret_1d is NaN
+SELECT count(*) AS vector_rows,
+       count(*) FILTER (WHERE v.features IS DISTINCT FROM ta.feature_bytes(f)) AS differ,
+       min(length(v.features)) AS min_bytes, max(length(v.features)) AS max_bytes
+  FROM market.features_range(NULL, ARRAY['FEATUSDT'], '2024-02-01 23:00', '2024-02-02 02:10') f
+  FULL JOIN market.feature_vectors(NULL, ARRAY['FEATUSDT'], '2024-02-01 23:00', '2024-02-02 02:10') v
+    USING (market, symbol, open_time);
+SELECT (SELECT string_agg(lpad(to_hex(get_byte(ta.feature_bytes(f), 7 - k)), 2, '0'), '' ORDER BY k)
+          FROM generate_series(0, 7) k) = encode(float8send(f.ret_1m), 'hex') AS ret_1m_bytes,
+       f.ret_1d IS NULL AS ret_1d_null,
+       encode(substring(ta.feature_bytes(f) FROM 41 FOR 8), 'hex') AS ret_1d_bytes
+  FROM market.features_range(NULL, ARRAY['FEATUSDT'], '2024-02-01 00:19', '2024-02-01 00:19') f;
+SELECT count(*) FROM market.feature_vectors(NULL, NULL, '2024-02-02', '2024-02-01');
+
 DELETE FROM market.candles_1m WHERE symbol = 'FEATUSDT';
 DELETE FROM market.book_tickers WHERE symbol = 'FEATUSDT';
 DELETE FROM market.alert_history WHERE symbol = 'FEATUSDT';

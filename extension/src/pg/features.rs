@@ -982,20 +982,20 @@ unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for FeatureRo
     ));
 }
 
-/// `ta.feature_row` as JSON: {"version", "market", "symbol", "open_time", "close_time", and
-/// every feature column}; times ISO 8601 UTC with milliseconds, numbers in the shortest form
-/// that reads back as the same double, NULL as null. The row is deformed once and the row
-/// type's shape is checked once per session (the live path calls this for every instrument
-/// at every close).
-#[pg_extern(immutable, parallel_safe, strict, name = "feature_json", requires = ["feature_types"])]
-fn feature_json(row: FeatureRowArg) -> String {
-    const F: &str = "ta.feature_json";
+/// The datums of a `ta.feature_row`, deformed once; the row type's shape is checked once per
+/// session (errors name `fname`).
+fn deform_feature_row(
+    fname: &str,
+    row: FeatureRowArg,
+) -> (
+    [pg_sys::Datum; FEATURE_ROW_COLUMNS],
+    [bool; FEATURE_ROW_COLUMNS],
+) {
     thread_local! {
         /// The row type (type id, typmod) whose shape was checked.
         static CHECKED: std::cell::Cell<Option<(pg_sys::Oid, i32)>> =
             const { std::cell::Cell::new(None) };
     }
-    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let mut values = [pg_sys::Datum::from(0usize); FEATURE_ROW_COLUMNS];
     let mut nulls = [true; FEATURE_ROW_COLUMNS];
     unsafe {
@@ -1005,7 +1005,7 @@ fn feature_json(row: FeatureRowArg) -> String {
         let typmod = (*th).t_choice.t_datum.datum_typmod;
         let td = pg_sys::lookup_rowtype_tupdesc(typid, typmod);
         if CHECKED.get() != Some((typid, typmod)) {
-            check_shape(F, td, &feature_row_types(), "ta.feature_row");
+            check_shape(fname, td, &feature_row_types(), "ta.feature_row");
             CHECKED.set(Some((typid, typmod)));
         }
         let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
@@ -1014,6 +1014,37 @@ fn feature_json(row: FeatureRowArg) -> String {
         pg_sys::heap_deform_tuple(&mut tuple, td, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::DecrTupleDescRefCount(td);
     }
+    (values, nulls)
+}
+
+/// The feature columns of a `ta.feature_row` (in column order, [`N_FEATURES`] of them) as
+/// little-endian IEEE 754 doubles, NULL as NaN: one row of a training-set matrix, read with
+/// `numpy.frombuffer(b, "<f8")`. Market, symbol and times are left out (select them beside
+/// it). The row is deformed once; its type's shape is checked once per session.
+#[pg_extern(immutable, parallel_safe, strict, name = "feature_bytes", requires = ["feature_types"])]
+fn feature_bytes(row: FeatureRowArg) -> Vec<u8> {
+    let (values, nulls) = deform_feature_row("ta.feature_bytes", row);
+    let mut b = Vec::with_capacity(8 * N_FEATURES);
+    for i in 4..FEATURE_ROW_COLUMNS {
+        let v = if nulls[i] {
+            f64::NAN
+        } else {
+            f64::from_bits(values[i].value() as u64)
+        };
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
+/// `ta.feature_row` as JSON: {"version", "market", "symbol", "open_time", "close_time", and
+/// every feature column}; times ISO 8601 UTC with milliseconds, numbers in the shortest form
+/// that reads back as the same double, NULL as null. The row is deformed once and the row
+/// type's shape is checked once per session (the live path calls this for every instrument
+/// at every close).
+#[pg_extern(immutable, parallel_safe, strict, name = "feature_json", requires = ["feature_types"])]
+fn feature_json(row: FeatureRowArg) -> String {
+    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let (values, nulls) = deform_feature_row("ta.feature_json", row);
     let mut s = String::with_capacity(1600);
     s.push_str("{\"version\":");
     let _ = write!(s, "{FEATURE_VERSION}");
@@ -1195,6 +1226,7 @@ extension_sql_file!(
         feature_rows_final,
         features_cache_step,
         features_cache_load,
+        feature_bytes,
         feature_json,
         feature_version
     ]
