@@ -278,7 +278,8 @@ COMMENT ON FUNCTION market.features_range(text[], text[], timestamptz, timestamp
   'every row equals the live row of its minute (market.features, NOTIFY ta_features) and the row '
   'computed in a database truncated after m, bit for bit. NULL during warm-up and where inputs are '
   'missing (COMMENT ON TYPE ta.feature_row). Into numpy without a Python object per value: '
-  'examples/training_set.py (binary COPY). Error 22023 when p_from > p_to.';
+  'market.feature_vectors (the same rows, columns packed) and examples/training_set.py '
+  '(binary COPY). Error 22023 when p_from > p_to.';
 
 -- The same rows with the feature columns packed (ta.feature_bytes of the unexpanded row): the
 -- training-set path, where expanding and re-sending 42 columns per row cost more than the

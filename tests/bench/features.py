@@ -7,8 +7,8 @@ Two cases, each measured in one run:
 of synthetic 1m candles (a random walk with jumps, volumes and taker volumes), with the warm-up
 the 1-day windows need stored before the range.
 
-pg_ta path: market.features_range(...) through one binary COPY into numpy
-(examples/training_set.fetch_features): the 42 feature columns (feature set 1), NULL -> NaN.
+pg_ta path: market.feature_vectors(...) (features_range's rows, columns packed) through one
+binary COPY into numpy (examples/training_set.fetch_features): the 42 feature columns (feature set 1), NULL -> NaN.
 Client path: fetch the candles (open_time, close, volume, quote_volume, taker_buy_volume as
 double precision, with the warm-up) with psycopg, then compute the same columns per instrument
 with pandas rolling windows and TA-Lib (RSI, MACD), the way a research notebook would; the book
@@ -159,13 +159,13 @@ def pg_path(dsn: str, symbols, t_from, t_to, jobs: int = 1):
 def measure(label: str, dsn: str, symbols, t_from, t_to, repeat: int, jobs: int = 1) -> dict:
     with psycopg.connect(dsn) as conn:
         cols = ts.feature_columns(conn)
-        # the bytes of one binary COPY of the same query (payload size)
-        sel = ", ".join(f"coalesce(f.{c}, 'NaN')" for c in cols)
+        # the bytes of one binary COPY of what fetch_features reads (payload size)
         t = time.perf_counter()
         n_bytes = 0
         with conn.cursor().copy(
-                f"COPY (SELECT f.open_time, {sel} FROM market.features_range(NULL, %s, %s, %s) f)"
-                " TO STDOUT (FORMAT binary)", (symbols, t_from, t_to)) as cp:
+                "COPY (SELECT 0::int8, open_time, features FROM"
+                " market.feature_vectors(NULL, %s, %s, %s)) TO STDOUT (FORMAT binary)",
+                (symbols, t_from, t_to)) as cp:
             for block in cp:
                 n_bytes += len(block)
         first = time.perf_counter() - t
@@ -200,7 +200,7 @@ def measure(label: str, dsn: str, symbols, t_from, t_to, repeat: int, jobs: int 
         r["pj_s"] = statistics.median(pj_t)
         r["ratio_jobs"] = cl_s / r["pj_s"]
     print(f"{label}: {rows:,} rows x {X.shape[1]} columns")
-    print(f"  pg_ta  (features_range -> binary COPY -> numpy): {pg_s:6.2f} s  {r['rows_s']:>10,.0f} rows/s"
+    print(f"  pg_ta  (feature_vectors -> binary COPY -> numpy): {pg_s:6.2f} s  {r['rows_s']:>10,.0f} rows/s"
           f"  {r['bytes_row']:.0f} bytes/row received")
     if jobs > 1:
         print(f"  pg_ta, {jobs} connections (fetch_features_parallel): {r['pj_s']:6.2f} s"

@@ -73,12 +73,6 @@ impl Expansion {
         }
     }
 
-    /// Removes `x` exactly (adds `-x`).
-    #[inline]
-    fn sub(&mut self, x: f64) {
-        self.add(-x);
-    }
-
     /// The exact sum rounded to the nearest double, ties to even (CPython `math_fsum`'s final
     /// step, including its half-even correction across partials).
     fn value(&self) -> f64 {
@@ -394,7 +388,7 @@ mod tests {
                 a.add(x);
                 cpython_add(&mut r, x);
                 if i >= 30 {
-                    a.sub(xs[i - 30]);
+                    a.add(-xs[i - 30]);
                     cpython_add(&mut r, -xs[i - 30]);
                 }
                 let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
