@@ -252,6 +252,24 @@ fn close_with(code: u16, reason: String) -> Message {
     }))
 }
 
+/// Sends `close` and waits (at most a second) for the client's Close, as RFC 6455 §7.1.1 has
+/// the server do before it drops the TCP connection: dropping it at once makes the kernel
+/// answer a frame still in flight (an automatic pong) with a reset, and a reset discards what
+/// the client had not read yet (the last events, `serverShutdown`).
+async fn close_handshake(socket: &mut WebSocket, close: Message) {
+    if socket.send(close).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn serve_stream(mut socket: WebSocket, st: Arc<ReplayState>, names: Vec<String>, mode: Mode) {
     let id = st.connections.fetch_add(1, Ordering::Relaxed) + 1;
     let usdm = st.cfg.market == Market::Usdm;
@@ -384,7 +402,7 @@ async fn serve_stream(mut socket: WebSocket, st: Arc<ReplayState>, names: Vec<St
                 st.closed_lifetime.fetch_add(1, Ordering::Relaxed);
                 debug!(connection = id, "connection lifetime reached: closing");
                 let reason = "connection lifetime reached".to_string();
-                let _ = socket.send(close_with(close_code::NORMAL, reason)).await;
+                close_handshake(&mut socket, close_with(close_code::NORMAL, reason)).await;
                 break;
             }
             _ = tokio::time::sleep_until(at), if !exhausted => {
@@ -413,8 +431,9 @@ async fn serve_stream(mut socket: WebSocket, st: Arc<ReplayState>, names: Vec<St
                     closed_sent += 1;
                     if st.cfg.drop_after.is_some_and(|n| closed_sent >= n) {
                         let ev = serde_json::json!({"e": EVENT_SERVER_SHUTDOWN, "E": st.clock.now_ms()});
-                        let _ = socket.send(Message::Text(ev.to_string().into())).await;
-                        let _ = socket.send(Message::Close(None)).await;
+                        if socket.send(Message::Text(ev.to_string().into())).await.is_ok() {
+                            close_handshake(&mut socket, Message::Close(None)).await;
+                        }
                         debug!(connection = id, closed_sent, "drop-after reached: closing");
                         break;
                     }
@@ -449,7 +468,7 @@ async fn serve_stream(mut socket: WebSocket, st: Arc<ReplayState>, names: Vec<St
                             st.closed_too_many_messages.fetch_add(1, Ordering::Relaxed);
                             debug!(connection = id, "too many messages: closing");
                             let reason = "too many messages".to_string();
-                            let _ = socket.send(close_with(close_code::POLICY, reason)).await;
+                            close_handshake(&mut socket, close_with(close_code::POLICY, reason)).await;
                             break;
                         }
                     }
