@@ -252,6 +252,25 @@ COMMENT ON FUNCTION market._frows1(text, text, timestamptz, timestamptz, timesta
 -- ---------------------------------------------------------------------------------------
 -- Public: rows of history, and the newest row per instrument.
 
+-- The instruments a range of feature rows reads (features_range, feature_vectors).
+CREATE OR REPLACE FUNCTION market._range_of_features(p_fname text, p_markets text[],
+                                                    p_symbols text[], p_from timestamptz,
+                                                    p_to timestamptz)
+RETURNS TABLE (market text, symbol text)
+LANGUAGE sql STABLE AS
+$$
+SELECT s.market, s.symbol FROM market.screener_state s
+ WHERE (SELECT market._check_range(p_fname, p_from, p_to))
+   AND s.open_time OPERATOR(pg_catalog.>=) p_from
+   AND (p_markets IS NULL OR s.market OPERATOR(pg_catalog.=) ANY (p_markets))
+   AND (p_symbols IS NULL OR s.symbol OPERATOR(pg_catalog.=) ANY (p_symbols))
+ ORDER BY s.market, s.symbol
+$$;
+COMMENT ON FUNCTION market._range_of_features(text, text[], text[], timestamptz, timestamptz) IS
+  'Internal (features_range, feature_vectors): the instruments of p_markets with one of '
+  'p_symbols (NULL = all) whose newest candle is at or after p_from, by market and symbol; '
+  'error 22023 (naming p_fname) when p_from > p_to. Inlined into its callers.';
+
 -- A plain SQL function without SET, so that PostgreSQL inlines it: rows stream to the caller
 -- (COPY ... TO STDOUT of a year of features holds nothing in memory); written search_path-proof.
 CREATE OR REPLACE FUNCTION market.features_range(p_markets text[], p_symbols text[],
@@ -260,12 +279,7 @@ RETURNS SETOF ta.feature_row
 LANGUAGE sql STABLE AS
 $$
 SELECT f.*
-  FROM (SELECT s.market, s.symbol FROM market.screener_state s
-         WHERE (SELECT market._check_range('market.features_range', p_from, p_to))
-           AND s.open_time OPERATOR(pg_catalog.>=) p_from
-           AND (p_markets IS NULL OR s.market OPERATOR(pg_catalog.=) ANY (p_markets))
-           AND (p_symbols IS NULL OR s.symbol OPERATOR(pg_catalog.=) ANY (p_symbols))
-         ORDER BY s.market, s.symbol) i,
+  FROM market._range_of_features('market.features_range', p_markets, p_symbols, p_from, p_to) i,
        LATERAL market._frows1(i.market, i.symbol, market._warm_before(i.market, i.symbol, p_from),
                               p_to, p_from, p_to, market._book_from(i.market, i.symbol, p_from)) f
 $$;
@@ -290,12 +304,7 @@ RETURNS TABLE (market text, symbol text, open_time timestamptz, features bytea)
 LANGUAGE sql STABLE AS
 $$
 SELECT i.market, i.symbol, x.open_time, ta.feature_bytes(x.f)
-  FROM (SELECT s.market, s.symbol FROM market.screener_state s
-         WHERE (SELECT market._check_range('market.feature_vectors', p_from, p_to))
-           AND s.open_time OPERATOR(pg_catalog.>=) p_from
-           AND (p_markets IS NULL OR s.market OPERATOR(pg_catalog.=) ANY (p_markets))
-           AND (p_symbols IS NULL OR s.symbol OPERATOR(pg_catalog.=) ANY (p_symbols))
-         ORDER BY s.market, s.symbol) i,
+  FROM market._range_of_features('market.feature_vectors', p_markets, p_symbols, p_from, p_to) i,
        LATERAL market._frows1_composite(i.market, i.symbol,
                                         market._warm_before(i.market, i.symbol, p_from), p_to,
                                         p_from, p_to,

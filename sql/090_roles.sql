@@ -51,6 +51,7 @@ DECLARE
     'market._tick_view_sql(text, name)', 'market.features_channel()',
     'market.features_range(text[], text[], timestamptz, timestamptz)',
     'market.feature_vectors(text[], text[], timestamptz, timestamptz)',
+    'market._range_of_features(text, text[], text[], timestamptz, timestamptz)',
     'market._has_book(text, text)', 'market._book_at(text, text, timestamptz, boolean)',
     'market._book_from(text, text, timestamptz)',
     'market._frun1(text, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz)',
