@@ -6,7 +6,8 @@
 --   market.features_range(...)  the rows of stored history (training sets, research),
 --   market.features             the newest row per instrument, written by the candle trigger
 --                               at every close (sql/003, 006), and
---   NOTIFY ta_features          that row as JSON (ta.feature_json), for models listening,
+--   NOTIFY ta_features          those rows for models listening (ta.feature_payloads: about
+--                               14 rows per notification, each as its 42 doubles in base64),
 -- are equal bit for bit.  Feature columns are rule variables (ta.signal_row, sql/005, 006,
 -- 008), live and in backtests.
 --
@@ -33,8 +34,12 @@ CREATE OR REPLACE FUNCTION market.features_channel() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS
 $$ SELECT 'ta_features'::text $$;
 COMMENT ON FUNCTION market.features_channel() IS
-  'The NOTIFY channel feature rows are sent on: ta_features. Payload: ta.feature_json(row), '
-  'version ta.feature_version().';
+  'The NOTIFY channel feature rows are sent on: ta_features, at every evaluated close. Payload '
+  '(ta.feature_payloads): JSON {"version": ta.feature_version(), "rows": [{"market", "symbol", '
+  '"open_time" (ISO 8601 UTC, milliseconds), "features"}, ...]}, about 14 rows per notification, '
+  'features = base64 of ta.feature_bytes(row): the 42 feature columns as little-endian doubles '
+  'in ta.feature_row order from ret_1m, NULL as NaN (numpy.frombuffer(base64.b64decode(f), '
+  '''<f8'')). The values are market.features'' and features_range''s, bit for bit.';
 
 -- ---------------------------------------------------------------------------------------
 -- The book of a minute, as the engine reads it.  Plain SQL functions without SET, inlined into
@@ -339,14 +344,14 @@ BEGIN
   IF p_rows IS NULL OR NOT coalesce((SELECT s.live_features FROM market.settings s), true) THEN
     RETURN 0;
   END IF;
-  SELECT count(pg_notify(market.features_channel(), ta.feature_json(f)))::integer INTO n
-    FROM unnest(p_rows) f WHERE f.open_time IS NOT NULL;
+  SELECT count(pg_notify(market.features_channel(), p))::integer INTO n
+    FROM unnest(ta.feature_payloads(p_rows)) p;
   RETURN n;
 END
 $$;
 COMMENT ON FUNCTION market._notify_features(ta.feature_row[]) IS
-  'Internal: NOTIFY ta_features with each row as ta.feature_json (delivered at commit); nothing '
-  'when market.settings.live_features is off. Returns the number sent.';
+  'Internal: NOTIFY ta_features with the rows (ta.feature_payloads, delivered at commit); '
+  'nothing when market.settings.live_features is off. Returns the number of notifications.';
 
 -- Data quality: minutes whose frozen book features differ from what the stored book tickers
 -- give now (ticks of the minute arrived after its candle, or were deleted).

@@ -3,8 +3,8 @@
 -- functions, ta.book_features; the function ta.trade_features of a stored kline) and the feature
 -- engine (types ta.feature_row, ta.signal_row, ta.feature_state; aggregates ta._features_state,
 -- ta._signal_rows, ta._feature_rows, ta.features; the per-session feature cache revoked from
--- PUBLIC; ta.feature_bytes, ta.feature_json, ta.feature_version), and the comment of ta._screener_cache_reset
--- (it resets the feature engines too).  Nothing is removed or changed in signature.
+-- PUBLIC; ta.feature_bytes, ta.feature_payloads, ta.feature_json, ta.feature_version), and the
+-- comment of ta._screener_cache_reset (it resets the feature engines too).  Nothing is removed or changed in signature.
 -- Applied by ALTER EXTENSION pg_ta UPDATE (ta-feed migrate runs it).  The CREATE statements are
 -- the blocks of the generated 0.3.0 install script (cargo pgrx schema) that the 0.2.0 script
 -- lacks, in its order; tests/upgrade compares the upgraded catalog with a fresh 0.3.0 install.
@@ -298,6 +298,16 @@ IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'feature_json_wrapper';
 
+-- pg_ta::pg::features::feature_payloads
+-- requires:
+--   feature_types
+CREATE  FUNCTION "feature_payloads"(
+	"rows" ta.feature_row[] /* FeatureRowsArg */
+) RETURNS TEXT[] /* Vec < String > */
+IMMUTABLE STRICT PARALLEL SAFE  
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'feature_payloads_wrapper';
+
 -- pg_ta::pg::features::feature_version
 CREATE  FUNCTION "feature_version"() RETURNS INT /* i32 */
 IMMUTABLE STRICT PARALLEL SAFE 
@@ -340,11 +350,13 @@ AS 'MODULE_PATHNAME', 'features_public_trans_wrapper';
 --   features_cache_load
 --   feature_bytes
 --   feature_json
+--   feature_payloads
 --   feature_version
 
 -- The feature engine's SQL surface (pg_ta 0.3.0): ta._features_state, ta._signal_rows and
 -- ta._feature_rows (window aggregates of the data schema), ta.features (public aggregate), the
--- per-session cache functions, ta.feature_bytes, ta.feature_json and ta.feature_version.
+-- per-session cache functions, ta.feature_bytes, ta.feature_payloads, ta.feature_json and
+-- ta.feature_version.
 CREATE AGGREGATE ta._features_state(
     market text, symbol text, open_time timestamptz, close_time timestamptz,
     open numeric, high numeric, low numeric, close numeric, volume numeric, quote_volume numeric,
@@ -403,10 +415,12 @@ COMMENT ON FUNCTION ta._features_cache_load(bigint, bigint, text, text, ta.scree
 'Internal (the data schema''s live path; EXECUTE revoked from PUBLIC). Builds the feature engine of (market, symbol) from start and the candles given as arrays (oldest first) and keeps it with token head_xmin when its candle count equals head_candles; returns the candle count. The three book arrays (which may hold NULLs) belong to the last candles, aligned at the end (they may be shorter: the next row needs the book features of the last 59 candles only). Errors: SQLSTATE 22023 for candle arrays of different lengths, book arrays longer than the candles'', unordered times, NaN/Infinity, a malformed start; 22004 for NULL arguments or candle elements.';
 COMMENT ON FUNCTION ta.feature_bytes(ta.feature_row) IS
 'The 42 feature columns of a ta.feature_row (feature set ta.feature_version(), in column order, from ret_1m) as 42 little-endian IEEE 754 double precision values, 336 bytes, NULL as NaN: one row of a training-set matrix, read without a per-value object by numpy.frombuffer(b, ''<f8'') (examples/training_set.py). Market, symbol, open_time and close_time are not included. NULL for a NULL row. Error 22023 when the row type does not have the columns pg_ta expects.';
+COMMENT ON FUNCTION ta.feature_payloads(ta.feature_row[]) IS
+'The payloads of NOTIFY ta_features for some feature rows, in order: JSON texts {"version": ta.feature_version(), "rows": [{"market", "symbol", "open_time" (ISO 8601 UTC, milliseconds), "features"}, ...]}, each holding as many consecutive rows as fit in one NOTIFY payload (under 8000 bytes: about 14 rows); features is ta.feature_bytes(row) in standard base64 (RFC 4648, padded): 42 little-endian doubles in ta.feature_row order from ret_1m, NULL as NaN, read with numpy.frombuffer(base64.b64decode(features), ''<f8''). NULL elements and rows without a finite open_time are skipped; a row whose market and symbol alone do not fit (over ~7,300 bytes) is skipped with a WARNING. An empty array for no rows; NULL for NULL. Error 22023 when the row type does not have the columns pg_ta expects.';
 COMMENT ON FUNCTION ta.feature_json(ta.feature_row) IS
-'A ta.feature_row as JSON text, the payload of NOTIFY ta_features: {"version": ta.feature_version(), "market", "symbol", "open_time", "close_time" (ISO 8601 UTC, milliseconds), and every feature column by name}; numbers in the shortest decimal form that reads back as the same double precision value (bit for bit), NULL as null. NULL for a NULL row.';
+'A ta.feature_row as JSON text, for clients that want the columns by name (SELECT ta.feature_json(f) FROM market.features f): {"version": ta.feature_version(), "market", "symbol", "open_time", "close_time" (ISO 8601 UTC, milliseconds), and every feature column by name}; numbers in the shortest decimal form that reads back as the same double precision value (bit for bit), NULL as null. NULL for a NULL row. NOTIFY ta_features sends the rows packed (ta.feature_payloads).';
 COMMENT ON FUNCTION ta.feature_version() IS
-'Version of the feature column set of ta.feature_row (1 in pg_ta 0.3.0): the "version" of ta.feature_json and of the ta_features NOTIFY payload; bumped on any change of a feature''s name, formula or NULL rule.';
+'Version of the feature column set of ta.feature_row (1 in pg_ta 0.3.0): the "version" of ta.feature_json and of the ta_features NOTIFY payloads (ta.feature_payloads); bumped on any change of a feature''s name, formula or NULL rule.';
 
 -- Only the extension owner and superusers (the data schema's SECURITY DEFINER triggers) may
 -- fill or step the feature cache (ta._screener_cache_reset, already revoked, resets it).

@@ -148,14 +148,14 @@ SELECT (SELECT f::text FROM market.features f WHERE symbol = 'FEATUSDT')
      = (SELECT r::text FROM market.features_range(NULL, ARRAY['FEATUSDT'], '2024-02-02 02:10', '2024-02-02 02:10') r)
        AS live_equals_offline_after_features_came_back;
 
--- 7. ta.features over your own candles (from the first row) and the NOTIFY payload
+-- 7. ta.features over your own candles (from the first row) and ta.feature_json
 SELECT open_time, round((f).ret_5m::numeric, 12) AS ret_5m, round((f).bb_pct_b::numeric, 9) AS bb_pct_b
   FROM (SELECT open_time, ta.features(market, symbol, open_time, close_time, open, high, low, close,
                                       volume, quote_volume, taker_buy_volume, NULL, NULL, NULL)
                             OVER (PARTITION BY market, symbol ORDER BY open_time) AS f
           FROM market.candles_1m WHERE symbol = 'FEATUSDT') s
  WHERE open_time IN ('2024-02-01 00:19', '2024-02-01 00:20') ORDER BY 1;
-SELECT left(ta.feature_json(f), 120) AS payload_head
+SELECT left(ta.feature_json(f), 120) AS json_head
   FROM market.features_range(NULL, ARRAY['FEATUSDT'], '2024-02-01 00:19', '2024-02-01 00:19') f;
 
 -- 8. Training sets: market.feature_vectors = features_range with the columns packed by
@@ -173,6 +173,30 @@ SELECT (SELECT string_agg(lpad(to_hex(get_byte(ta.feature_bytes(f), 7 - k)), 2, 
        encode(substring(ta.feature_bytes(f) FROM 41 FOR 8), 'hex') AS ret_1d_bytes
   FROM market.features_range(NULL, ARRAY['FEATUSDT'], '2024-02-01 00:19', '2024-02-01 00:19') f;
 SELECT count(*) FROM market.feature_vectors(NULL, NULL, '2024-02-02', '2024-02-01');
+
+-- 9. NOTIFY ta_features payloads (ta.feature_payloads): the rows in order, as many per payload
+--    as fit under PostgreSQL's 8000 bytes, each vector = ta.feature_bytes in base64; NULL
+--    elements and rows without open_time skipped; a row too large alone is skipped with a
+--    WARNING and the rest still go out
+WITH r AS (SELECT array_agg(f ORDER BY open_time) AS a
+             FROM market.features_range(NULL, ARRAY['FEATUSDT'], '2024-02-01 23:00', '2024-02-02 02:10') f),
+e AS (SELECT row_number() OVER (ORDER BY p.n, x.o) AS i, p.n, octet_length(p.t) AS len,
+             (p.t::jsonb ->> 'version')::int AS version, x.v
+        FROM r, unnest(ta.feature_payloads(r.a)) WITH ORDINALITY p(t, n),
+             jsonb_array_elements(p.t::jsonb -> 'rows') WITH ORDINALITY x(v, o))
+SELECT count(DISTINCT e.n) AS payloads, max(e.len) < 8000 AS all_fit, min(e.version) AS version,
+       count(*) AS payload_rows, cardinality(r.a) AS rows,
+       count(*) FILTER (WHERE decode(e.v ->> 'features', 'base64') IS DISTINCT FROM ta.feature_bytes(r.a[e.i])
+                           OR e.v ->> 'market' IS DISTINCT FROM (r.a[e.i]).market
+                           OR e.v ->> 'symbol' IS DISTINCT FROM (r.a[e.i]).symbol
+                           OR (e.v ->> 'open_time')::timestamptz IS DISTINCT FROM (r.a[e.i]).open_time) AS differ
+  FROM e, r GROUP BY r.a;
+WITH f AS (SELECT f FROM market.features_range(NULL, ARRAY['FEATUSDT'], '2024-02-01 00:19', '2024-02-01 00:19') f)
+SELECT cardinality(ta.feature_payloads(ARRAY[NULL, jsonb_populate_record(f, '{"open_time": null}')]::ta.feature_row[])) AS skipped,
+       ta.feature_payloads('{}') AS none, ta.feature_payloads(NULL) IS NULL AS null_in_null_out,
+       (SELECT array_agg(x ->> 'symbol') FROM unnest(ta.feature_payloads(ARRAY[f, jsonb_populate_record(f, jsonb_build_object('symbol', repeat('X', 7600))), f])) p,
+                                             jsonb_array_elements(p::jsonb -> 'rows') x) AS sent
+  FROM f;
 
 DELETE FROM market.candles_1m WHERE symbol = 'FEATUSDT';
 DELETE FROM market.book_tickers WHERE symbol = 'FEATUSDT';

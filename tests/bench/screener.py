@@ -11,9 +11,9 @@ the per-symbol cost and its growth between sizes, and the backtest speed
 
 Features (pg_ta 0.3.0): with --features both (default) the measured closes alternate, in blocks
 of 10, between market.settings.live_features = off and on (on: every close also stores each
-instrument's feature row in market.features and sends it on NOTIFY ta_features, which a
-listener thread consumes as they arrive), so both modes are measured in the same run under the same conditions; the
-ratio of their p99 is printed.  --features off|on measures one.
+instrument's feature row in market.features and sends the rows on NOTIFY ta_features, about 14
+per notification, which a listener process decodes as they arrive), so both modes are measured
+in the same run under the same conditions; the ratio of their p99 is printed.  --features off|on measures one.
 
 Turning live_features on (with no enabled rule reading a feature column) makes the next close
 reload every instrument's engine (features are not stepped while nothing reads them): the first
@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
+import multiprocessing
 import pathlib
 import random
 import statistics
 import sys
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -124,30 +125,47 @@ def close_step(conn: psycopg.Connection, minute: datetime, prices: dict[str, flo
     return (time.perf_counter() - t) * 1000
 
 
-class Listener(threading.Thread):
-    """LISTEN ta_alerts and ta_features on its own connection and thread, consuming as they
-    arrive (a model service listens in its own process: a listener that reads only between
-    closes lets the server's notification queue back up, and every close pays for it)."""
+class Listener:
+    """LISTEN ta_alerts and ta_features in a process of its own (as a model service or alert
+    sink runs), consuming and decoding as they arrive: a listener that reads only between
+    closes lets the server's notification queue back up, and every close pays for it; one in a
+    thread of the bench's process would take the GIL from the timed loop."""
 
     def __init__(self, dsn: str):
-        super().__init__(daemon=True)
-        self.conn = psycopg.connect(dsn, autocommit=True)
-        self.conn.execute("LISTEN ta_alerts")
-        self.conn.execute("LISTEN ta_features")
-        self.counts = {"ta_alerts": 0, "ta_features": 0}
-        self.stopping = False
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._ready = ctx.Event()
+        self._out = ctx.Queue()
+        self._proc = ctx.Process(target=_listen, args=(dsn, self._stop, self._ready, self._out),
+                                 daemon=True)
 
-    def run(self) -> None:
-        while not self.stopping:
-            for note in self.conn.notifies(timeout=0.2):
-                self.counts[note.channel] = self.counts.get(note.channel, 0) + 1
+    def start(self) -> None:
+        self._proc.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the listener process did not start")
 
     def stop(self) -> dict[str, int]:
         time.sleep(0.5)
-        self.stopping = True
-        self.join()
-        self.conn.close()
-        return self.counts
+        self._stop.set()
+        counts = self._out.get(timeout=30)
+        self._proc.join(timeout=10)
+        return counts
+
+
+def _listen(dsn: str, stop, ready, out) -> None:
+    conn = psycopg.connect(dsn, autocommit=True)
+    conn.execute("LISTEN ta_alerts")
+    conn.execute("LISTEN ta_features")
+    counts = {"ta_alerts": 0, "ta_features": 0}
+    ready.set()
+    while not stop.is_set():
+        for note in conn.notifies(timeout=0.2):
+            # ta_features: count the rows (about 14 per notification), decoded as a model
+            # service would
+            n = len(json.loads(note.payload)["rows"]) if note.channel == "ta_features" else 1
+            counts[note.channel] = counts.get(note.channel, 0) + n
+    conn.close()
+    out.put(counts)
 
 
 def pct(xs: list[float], p: float) -> float:

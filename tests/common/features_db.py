@@ -207,16 +207,29 @@ def iso_ms(text: str) -> int:
     return ms(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
-def payload_key(p: dict) -> tuple:
-    """(market, symbol, open_time ms) of a ta_features payload."""
-    return (p["market"], p["symbol"], iso_ms(p["open_time"]))
+def payload_rows(text: str) -> list[tuple[tuple, tuple]]:
+    """The rows of a ta_features payload (ta.feature_payloads) as (key, values): key =
+    (market, symbol, open_time ms), values = the feature columns decoded from base64
+    little-endian doubles, NaN as None (NULL). Checks the payload's version and size."""
+    import base64
+    import json
+    import struct
+    assert len(text.encode()) < 8000, len(text)
+    p = json.loads(text)
+    assert p["version"] == 1 and p["rows"], p
+    out = []
+    for r in p["rows"]:
+        raw = base64.b64decode(r["features"], validate=True)
+        assert len(raw) == 8 * len(FEATURE_COLS), len(raw)
+        vals = tuple(None if x != x else x for x in struct.unpack(f"<{len(FEATURE_COLS)}d", raw))
+        out.append(((r["market"], r["symbol"], iso_ms(r["open_time"])), vals))
+    return out
 
 
-def payload_row(p: dict) -> tuple:
-    """(close_time ms, value per feature column) of a ta_features payload, numbers as floats
-    (json prints 1.0 as 1)."""
-    return (iso_ms(p["close_time"]),) + tuple(None if p[c] is None else float(p[c])
-                                              for c in FEATURE_COLS)
+def features_only(rows: dict) -> dict:
+    """Rows of select_features (close_time, features...) without close_time: what a payload
+    row carries."""
+    return {k: v[1:] for k, v in rows.items()}
 
 
 def no_nan(rows: dict) -> bool:

@@ -270,21 +270,19 @@ def check_features(conn, kl, evaluated, payloads):
     live = {}
     dup = 0
     for text in payloads:
-        p = json.loads(text)
-        assert p["version"] == 1, p
-        key = fdb.payload_key(p)
-        dup += key in live
-        live[key] = fdb.payload_row(p)
+        for key, row in fdb.payload_rows(text):
+            dup += key in live
+            live[key] = row
     got_minutes = {k[2] for k in live}
     rng = fdb.select_features(conn, "SELECT * FROM market.features_range(NULL, NULL, %s, %s)",
                               (fdb.dt_ms(int(t[0])), fdb.dt_ms(int(t[-1]))))
-    d = fdb.first_difference(live, {k: rng[k] for k in live if k in rng},
-                             ["close_time"] + fdb.FEATURE_COLS)
+    values = fdb.features_only(rng)
+    d = fdb.first_difference(live, {k: values[k] for k in live if k in values}, fdb.FEATURE_COLS)
     gaps = conn.execute("SELECT from_time, to_time FROM market.data_quality_log"
                         " WHERE kind = 'gap_filled'").fetchall()
     recovered = sum(1 for (_m, _s, x) in live
                     if any(fdb.ms(a) <= x <= fdb.ms(b) for a, b in gaps))
-    nonnull = sum(v is not None for r in live.values() for v in r[1:])
+    nonnull = sum(v is not None for r in live.values() for v in r)
     print(f"(5) features: {len(live)} live rows on NOTIFY ta_features ({dup} duplicated; "
           f"{recovered} of them recovered after a disconnect), {nonnull} non-NULL values; "
           f"equal to features_range bit for bit: {'yes' if d is None else d}")

@@ -29,7 +29,6 @@ without it).  About 15 s.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -173,14 +172,14 @@ def test_live_offline_with_late_ticks():
             # live rows = features_range now (with the late ticks stored), bit for bit
             live = {}
             for text in payloads:
-                p = json.loads(text)
-                live[fdb.payload_key(p)] = fdb.payload_row(p)
+                live.update(fdb.payload_rows(text))
             rng = fdb.select_features(conn, "SELECT * FROM market.features_range(NULL, NULL,"
                                             " '-infinity', 'infinity')")
-            d = fdb.first_difference(live, {k: rng[k] for k in live if k in rng},
-                                     ["close_time"] + fdb.FEATURE_COLS)
+            values = fdb.features_only(rng)
+            d = fdb.first_difference(live, {k: values[k] for k in live if k in values},
+                                     fdb.FEATURE_COLS)
             book_live = sum(v is not None for k, r in live.items()
-                            for v in r[1 + fdb.FEATURE_COLS.index("imbalance_1m"):])
+                            for v in r[fdb.FEATURE_COLS.index("imbalance_1m"):])
             print(f"\n{len(live)} live feature rows in {t_run:.1f} s ({book_live} non-NULL book "
                   f"values and their z-scores) = features_range after the late ticks: "
                   f"{'yes' if d is None else d}")

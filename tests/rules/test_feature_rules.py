@@ -20,7 +20,10 @@ Env: PG_TA_TEST_DSN (required), TA_FEED_BIN, PG_TA_SHARED_DATA.  About 30 s.
 from __future__ import annotations
 
 import json
+import importlib.util
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -36,6 +39,7 @@ psycopg = pytest.importorskip("psycopg")
 pytest.importorskip("talib")
 
 DB = "pg_ta_feature_rules"
+EXAMPLE = os.path.join(bd.REPO, "examples", "live_features.py")
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 LIVE = int(os.environ.get("PG_TA_FEATURE_RULES_LIVE_MINUTES", "600"))
 
@@ -54,6 +58,13 @@ RULES = {
                  lambda f, m, i: (_lt(f["vwap_dist_1d"][i], 0) and _gt(f["ret_15m_z"][i], 1.5)
                                   and not np.isnan(m.change_15m[i]) and m.change_15m[i] > 0)),
 }
+
+
+def _live_example():
+    spec = importlib.util.spec_from_file_location("live_features", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _gt(x, t) -> bool:
@@ -104,6 +115,12 @@ def test_feature_rules_live_backtest_python():
                                   fdb.kline_rows("spot", s, [k for k in rows if k.open_time < live[0]]))
             listener = psycopg.connect(dsn, autocommit=True)
             listener.execute('LISTEN "ta_features"')
+            # the example model listener (examples/live_features.py), for its first 5
+            # notifications
+            example = subprocess.Popen(
+                [sys.executable, EXAMPLE, "--dsn", dsn, "--count", "5", "--timeout", "60"],
+                stdout=subprocess.PIPE, text=True)
+            assert example.stdout.readline().startswith("listening on ta_features (42 ")
             by_min = {}
             for s, rows in kl.items():
                 for k in rows:
@@ -127,12 +144,23 @@ def test_feature_rules_live_backtest_python():
             t_live = time.monotonic() - t1
             notes = {}
             dup = 0
+            decoder = _live_example()
             for n in listener.notifies(timeout=2.0):
-                p = json.loads(n.payload)
-                key = (p["market"], p["symbol"], p["open_time"])
-                dup += key in notes
-                notes[key] = p
+                rows = fdb.payload_rows(n.payload)
+                for key, row in rows:
+                    dup += key in notes
+                    notes[key] = row
+                # the example's numpy decoder reads the same keys and bits
+                keys, X = decoder.decode(n.payload)
+                assert [(m, s, fdb.ms(t)) for m, s, t in keys] == [k for k, _ in rows]
+                assert X.view(np.int64).tolist() == [
+                    [np.float64(np.nan if v is None else v).view(np.int64) for v in r]
+                    for _, r in rows]
             listener.close()
+            out, _ = example.communicate(timeout=60)
+            print(f"examples/live_features.py:\n{out}", end="")
+            assert example.returncode == 0 and len(out.splitlines()) == 5 and \
+                all(" 2 rows; top ret_5m_z: " in x for x in out.splitlines()), out
 
             hist = {r: set() for r in RULES}
             for r, s, ot in conn.execute("SELECT rule, symbol, open_time FROM market.alert_history"):
@@ -167,11 +195,11 @@ def test_feature_rules_live_backtest_python():
             assert sum(map(len, py_all.values())) >= 50
 
             # the live feature rows sent on NOTIFY = features_range at those minutes
-            rng = fdb.select_features(conn, "SELECT * FROM market.features_range(NULL, NULL, %s, %s)",
-                                      (fdb.dt_ms(live[0]), fdb.dt_ms(live[-1])))
-            got = {fdb.payload_key(p): fdb.payload_row(p) for p in notes.values()}
-            d = fdb.first_difference(got, rng, ["close_time"] + fdb.FEATURE_COLS)
-            print(f"NOTIFY ta_features: {len(notes)} payloads ({dup} duplicated) = "
+            rng = fdb.features_only(fdb.select_features(
+                conn, "SELECT * FROM market.features_range(NULL, NULL, %s, %s)",
+                (fdb.dt_ms(live[0]), fdb.dt_ms(live[-1]))))
+            d = fdb.first_difference(notes, rng, fdb.FEATURE_COLS)
+            print(f"NOTIFY ta_features: {len(notes)} rows ({dup} duplicated) = "
                   f"features_range: {'yes' if d is None else d}")
             assert dup == 0 and len(notes) == len(live) * len(SYMBOLS)
             assert d is None, f"live feature rows differ from features_range: {d}"

@@ -22,7 +22,6 @@ Then `ta-feed migrate` (twice: idempotent).  It must:
 from __future__ import annotations
 
 import glob
-import json
 import os
 
 import pytest
@@ -117,10 +116,9 @@ def test_upgrade_from_0_2_0(old_db):
         fired = c.execute("SELECT rule, payload->>'version' FROM market.alert_history"
                           " WHERE open_time = %s ORDER BY 1", (_dt(last.open_time),)).fetchall()
         assert ("feature_probe", "2") in fired, fired
-        notes = [json.loads(n.payload) for n in listener.notifies(timeout=2.0)]
+        notes = [k for n in listener.notifies(timeout=2.0) for k, _ in fdb.payload_rows(n.payload)]
         listener.close()
-        assert [(p["symbol"], fdb.iso_ms(p["open_time"])) for p in notes] == \
-            [("ETHUSDT", last.open_time)]
+        assert [(s, t) for _m, s, t in notes] == [("ETHUSDT", last.open_time)]
 
 
 def test_upgraded_0_2_0_catalog_equals_fresh_install(old_db):

@@ -425,6 +425,52 @@ impl RawNumeric {
 // ---------------------------------------------------------------------------------------
 // composite results built from a TupleDesc cached in the aggregate state
 
+/// A struct holding an argument of SQL type `$sql` (a composite or an array of one) as its raw
+/// datum, with the pgrx glue: the function deforms it itself (once, with the checks it needs).
+/// A NULL argument is `None` for an `Option` parameter; `strict` functions never see one.
+macro_rules! raw_datum_arg {
+    ($(#[$meta:meta])* $name:ident, $sql:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy)]
+        pub(crate) struct $name(pub(crate) pgrx::pg_sys::Datum);
+
+        impl pgrx::FromDatum for $name {
+            unsafe fn from_polymorphic_datum(
+                datum: pgrx::pg_sys::Datum,
+                is_null: bool,
+                _: pgrx::pg_sys::Oid,
+            ) -> Option<Self> {
+                (!is_null).then_some($name(datum))
+            }
+        }
+
+        unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for $name {
+            unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+                let index = arg.index();
+                unsafe { arg.unbox_arg_using_from_datum() }
+                    .unwrap_or_else(|| panic!("argument {index} must not be null"))
+            }
+        }
+
+        unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for $name {
+            const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!($name);
+            const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+                pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+            const ARGUMENT_SQL: Result<
+                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+                pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+            > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql));
+            const RETURN_SQL: Result<
+                pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+                pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+            > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql),
+            ));
+        }
+    };
+}
+pub(crate) use raw_datum_arg;
+
 /// Declares a newtype around a composite datum whose SQL return type is `$sql`.
 macro_rules! composite_return {
     ($name:ident, $sql:literal) => {

@@ -10,7 +10,9 @@
 //! - `ta.features(...)`: the feature rows of any candle relation from its first row.
 //! - `ta._features_cache_step/_load`: a per-session cache of each instrument's feature engine
 //!   (the live path: one engine step per close); EXECUTE revoked from PUBLIC.
-//! - `ta.feature_json(ta.feature_row)`: the row as the `ta_features` NOTIFY payload.
+//! - `ta.feature_bytes(ta.feature_row)`: the feature columns as 336 bytes of doubles (training
+//!   sets); `ta.feature_payloads(ta.feature_row[])`: the `ta_features` NOTIFY payloads, rows
+//!   packed as those bytes in base64; `ta.feature_json(ta.feature_row)`: the row as JSON.
 //!
 //! The per-candle inputs are the screener's (times, open, high, low, close, quote_volume) plus
 //! volume, taker_buy_volume and the minute's book features (imbalance, spread_bps,
@@ -24,7 +26,7 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::{Internal, PgMemoryContexts, PgTupleDesc};
 
-use super::common::{agg_context, composite_return, raise_msg, RawNumeric};
+use super::common::{agg_context, composite_return, raise_msg, raw_datum_arg, RawNumeric};
 use super::screener::{
     bound, check_shape, checkpoint_datum, decode_checkpoint, ok, price, push_row_cols,
     raise_engine, raise_null, row_types, text, time, CheckpointArg, Cols, NumBytes, RawText,
@@ -943,44 +945,12 @@ fn features_cache_load(
 // ---------------------------------------------------------------------------------------
 // ta.feature_json, ta.feature_version
 
-/// A `ta.feature_row` argument taken as its raw composite datum (deformed once by
-/// [`feature_json`]).
-#[derive(Clone, Copy)]
-pub(crate) struct FeatureRowArg(pg_sys::Datum);
-
-impl pgrx::FromDatum for FeatureRowArg {
-    unsafe fn from_polymorphic_datum(
-        datum: pg_sys::Datum,
-        is_null: bool,
-        _: pg_sys::Oid,
-    ) -> Option<Self> {
-        (!is_null).then_some(FeatureRowArg(datum))
-    }
-}
-
-unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for FeatureRowArg {
-    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
-    }
-}
-
-unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for FeatureRowArg {
-    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(FeatureRowArg);
-    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
-        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
-    const ARGUMENT_SQL: Result<
-        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
-        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
-    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("ta.feature_row"));
-    const RETURN_SQL: Result<
-        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
-        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
-    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
-        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("ta.feature_row"),
-    ));
-}
+raw_datum_arg!(
+    /// A `ta.feature_row` argument taken as its raw composite datum (deformed once by
+    /// [`deform_feature_row`]).
+    FeatureRowArg,
+    "ta.feature_row"
+);
 
 /// The datums of a `ta.feature_row`, deformed once; the row type's shape is checked once per
 /// session (errors name `fname`).
@@ -1024,16 +994,132 @@ fn deform_feature_row(
 #[pg_extern(immutable, parallel_safe, strict, name = "feature_bytes", requires = ["feature_types"])]
 fn feature_bytes(row: FeatureRowArg) -> Vec<u8> {
     let (values, nulls) = deform_feature_row("ta.feature_bytes", row);
-    let mut b = Vec::with_capacity(8 * N_FEATURES);
-    for i in 4..FEATURE_ROW_COLUMNS {
+    le_doubles(&values, &nulls).to_vec()
+}
+
+/// The feature columns of a deformed `ta.feature_row` as little-endian doubles, NULL as NaN
+/// (the layout of `ta.feature_bytes` and of the `ta_features` payload's `features`).
+fn le_doubles(values: &[pg_sys::Datum], nulls: &[bool]) -> [u8; 8 * N_FEATURES] {
+    let mut b = [0u8; 8 * N_FEATURES];
+    for (j, i) in (4..FEATURE_ROW_COLUMNS).enumerate() {
         let v = if nulls[i] {
             f64::NAN
         } else {
             f64::from_bits(values[i].value() as u64)
         };
-        b.extend_from_slice(&v.to_le_bytes());
+        b[8 * j..8 * j + 8].copy_from_slice(&v.to_le_bytes());
     }
     b
+}
+
+raw_datum_arg!(
+    /// A `ta.feature_row[]` argument taken as its raw array datum (deconstructed once by
+    /// [`feature_payloads`]).
+    FeatureRowsArg,
+    "ta.feature_row[]"
+);
+
+/// Longest NOTIFY payload PostgreSQL takes, in bytes: `NOTIFY_PAYLOAD_MAX_LENGTH` (BLCKSZ −
+/// NAMEDATALEN − 128 = 8000 with the default 8 kB pages and 64-byte names) less one.
+const NOTIFY_PAYLOAD_MAX: usize = 7_999;
+
+/// One row of a `ta_features` payload: `{"market","symbol","open_time","features"}` with
+/// `features` the row's [`feature_bytes`] in standard base64 (RFC 4648 §4, padded).
+fn payload_entry(s: &mut String, values: &[pg_sys::Datum], nulls: &[bool]) {
+    use base64::Engine as _;
+    s.push('{');
+    for (k, i) in [("market", 0), ("symbol", 1)] {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('"');
+        s.push_str(k);
+        s.push_str("\":");
+        json_text(s, values[i], nulls[i]);
+    }
+    s.push_str(",\"open_time\":\"");
+    iso_ms(s, values[2].value() as i64);
+    s.push_str("\",\"features\":\"");
+    base64::engine::general_purpose::STANDARD.encode_string(le_doubles(values, nulls), s);
+    s.push_str("\"}");
+}
+
+/// The `NOTIFY ta_features` payloads of some feature rows, in order: JSON texts
+/// `{"version": FEATURE_VERSION, "rows": [{"market", "symbol", "open_time", "features"}, ...]}`,
+/// each holding as many consecutive rows as fit in a NOTIFY payload (about 14), `features` the
+/// 42 columns as [`feature_bytes`] in base64. NULL elements and rows without an open_time
+/// are skipped; a row whose entry alone does not fit (a market and symbol over ~7,300 bytes)
+/// is skipped with a WARNING (it stays in `market.features`).
+#[pg_extern(immutable, parallel_safe, strict, name = "feature_payloads", requires = ["feature_types"])]
+fn feature_payloads(rows: FeatureRowsArg) -> Vec<String> {
+    let head = format!("{{\"version\":{FEATURE_VERSION},\"rows\":[");
+    const TAIL: &str = "]}";
+    let (elems, elem_nulls) = unsafe {
+        let arr = pg_sys::pg_detoast_datum(rows.0.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+        let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
+        let mut enulls: *mut bool = std::ptr::null_mut();
+        let mut n: i32 = 0;
+        pg_sys::deconstruct_array(
+            arr,
+            (*arr).elemtype,
+            -1,
+            false,
+            pg_sys::TYPALIGN_DOUBLE as std::ffi::c_char,
+            &mut elems,
+            &mut enulls,
+            &mut n,
+        );
+        let n = usize::try_from(n).unwrap_or(0);
+        if n == 0 {
+            return Vec::new();
+        }
+        (
+            std::slice::from_raw_parts(elems, n),
+            std::slice::from_raw_parts(enulls, n),
+        )
+    };
+    let mut out = Vec::new();
+    let mut cur = String::with_capacity(NOTIFY_PAYLOAD_MAX + 1);
+    let mut entry = String::with_capacity(600);
+    for (&d, &null) in elems.iter().zip(elem_nulls) {
+        if null {
+            continue;
+        }
+        let (values, nulls) = deform_feature_row("ta.feature_payloads", FeatureRowArg(d));
+        let t = values[2].value() as i64;
+        // ±infinity are i64::MIN / i64::MAX
+        if nulls[2] || t == i64::MIN || t == i64::MAX {
+            continue;
+        }
+        entry.clear();
+        payload_entry(&mut entry, &values, &nulls);
+        if head.len() + entry.len() + TAIL.len() > NOTIFY_PAYLOAD_MAX {
+            pgrx::warning!(
+                "pg_ta: feature row of {:.60} not sent on NOTIFY ta_features: alone it exceeds \
+                 PostgreSQL's 8000-byte payload limit (the row stays in market.features)",
+                entry
+            );
+            continue;
+        }
+        if !cur.is_empty() && cur.len() + 1 + entry.len() + TAIL.len() > NOTIFY_PAYLOAD_MAX {
+            cur.push_str(TAIL);
+            out.push(std::mem::replace(
+                &mut cur,
+                String::with_capacity(NOTIFY_PAYLOAD_MAX + 1),
+            ));
+        }
+        if cur.is_empty() {
+            cur.push_str(&head);
+        } else {
+            cur.push(',');
+        }
+        cur.push_str(&entry);
+    }
+    if !cur.is_empty() {
+        cur.push_str(TAIL);
+        out.push(cur);
+    }
+    out
 }
 
 /// `ta.feature_row` as JSON: {"version", "market", "symbol", "open_time", "close_time", and
@@ -1052,17 +1138,7 @@ fn feature_json(row: FeatureRowArg) -> String {
         s.push_str(",\"");
         s.push_str(k);
         s.push_str("\":");
-        if nulls[i] {
-            s.push_str("null");
-        } else {
-            // the text's bytes, without a copy (not UTF-8: its lossy form)
-            let bytes = unsafe {
-                pgrx::varlena::varlena_to_byte_slice(pg_sys::pg_detoast_datum_packed(
-                    values[i].cast_mut_ptr(),
-                ))
-            };
-            json_str(&mut s, &String::from_utf8_lossy(bytes));
-        }
+        json_text(&mut s, values[i], nulls[i]);
     }
     for (k, i) in [("open_time", 2), ("close_time", 3)] {
         s.push_str(",\"");
@@ -1166,6 +1242,19 @@ pub(crate) fn json_f64(s: &mut String, v: Option<f64>) {
     }
 }
 
+/// A `text` datum as a JSON string (its bytes read in place; not UTF-8: their lossy form), or
+/// null.
+fn json_text(s: &mut String, d: pg_sys::Datum, null: bool) {
+    if null {
+        s.push_str("null");
+        return;
+    }
+    let bytes = unsafe {
+        pgrx::varlena::varlena_to_byte_slice(pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr()))
+    };
+    json_str(s, &String::from_utf8_lossy(bytes));
+}
+
 fn json_str(s: &mut String, v: &str) {
     s.push('"');
     for ch in v.chars() {
@@ -1228,6 +1317,7 @@ extension_sql_file!(
         features_cache_load,
         feature_bytes,
         feature_json,
+        feature_payloads,
         feature_version
     ]
 );

@@ -27,7 +27,7 @@ use pgrx::{FromDatum, Internal, PgMemoryContexts, PgTupleDesc};
 
 use super::common::{
     agg_context, c_numeric_add, c_numeric_cmp, c_numeric_float8, c_numeric_sub, composite_return,
-    form_tuple, numeric_to_f64, raise_msg, RawNumeric,
+    form_tuple, numeric_to_f64, raise_msg, raw_datum_arg, RawNumeric,
 };
 use crate::screener::{Candle, Checkpoint, Engine, EngineError, FloatError, ScreenerRow, Volume};
 
@@ -199,37 +199,11 @@ unsafe impl pgrx::datum::UnboxDatum for RawNumeric {
 // ---------------------------------------------------------------------------------------
 // ta.screener_checkpoint arguments
 
-/// A `ta.screener_checkpoint` argument taken as its raw composite datum.
-#[derive(Clone, Copy)]
-pub(crate) struct CheckpointArg(pub(crate) pg_sys::Datum);
-
-impl FromDatum for CheckpointArg {
-    unsafe fn from_polymorphic_datum(
-        datum: pg_sys::Datum,
-        is_null: bool,
-        _: pg_sys::Oid,
-    ) -> Option<Self> {
-        (!is_null).then_some(CheckpointArg(datum))
-    }
-}
-
-unsafe impl<'fcx> ArgAbi<'fcx> for CheckpointArg {
-    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
-    }
-}
-
-unsafe impl SqlTranslatable for CheckpointArg {
-    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(CheckpointArg);
-    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
-    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
-        Ok(SqlMappingRef::literal("ta.screener_checkpoint"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(
-        SqlMappingRef::literal("ta.screener_checkpoint"),
-    ));
-}
+raw_datum_arg!(
+    /// A `ta.screener_checkpoint` argument taken as its raw composite datum.
+    CheckpointArg,
+    "ta.screener_checkpoint"
+);
 
 /// A `text` argument as its raw datum: compared and copied as bytes (no conversion per row).
 #[derive(Clone, Copy)]
