@@ -20,6 +20,10 @@ trained on (tests/e2e and tests/rules compare every live row with market.feature
 per value.  The CLI prints, per notification, its minute(s), row count and the instruments
 ranked by one column: a stand-in for a model's `predict(X)`.
 
+Any role that can connect may NOTIFY on any channel (PostgreSQL has no privilege for it):
+a payload that does not decode is logged and skipped; a model that must not act on rows forged
+by another role checks them against market.features (or reads market.feature_vectors) first.
+
 A listener that falls behind loses nothing while it stays connected (PostgreSQL queues
 notifications, up to max_notify_queue_pages); after a disconnect, read the missed minutes with
 market.feature_vectors(markets, symbols, from, to) (the same vectors).
@@ -79,12 +83,20 @@ def main(argv=None) -> int:
         k = names.index(a.rank)  # ValueError for an unknown column
         conn.execute("LISTEN ta_features")
         print(f"listening on ta_features ({len(names)} feature columns)", flush=True)
-        seen = 0
+        seen = skipped = 0
         while not a.count or seen < a.count:
             got = False
             for note in conn.notifies(timeout=a.timeout or None, stop_after=1):
                 got = True
-                keys, X = decode(note.payload, len(names))
+                try:
+                    keys, X = decode(note.payload, len(names))
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    # any role may NOTIFY on any channel: a payload that is not pg_ta's is
+                    # logged and skipped (see docs/security.md)
+                    skipped += 1
+                    print(f"skipped a malformed ta_features notification ({skipped} so far): "
+                          f"{type(e).__name__}: {str(e)[:80]}", file=sys.stderr, flush=True)
+                    continue
                 seen += 1
                 score = X[:, k]
                 order = np.argsort(np.where(np.isnan(score), -np.inf, score))[::-1][:a.top]

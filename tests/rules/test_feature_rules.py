@@ -119,8 +119,14 @@ def test_feature_rules_live_backtest_python():
             # notifications
             example = subprocess.Popen(
                 [sys.executable, EXAMPLE, "--dsn", dsn, "--count", "5", "--timeout", "60"],
-                stdout=subprocess.PIPE, text=True)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             assert example.stdout.readline().startswith("listening on ta_features (42 ")
+            # forged notifications (any role may NOTIFY): the example logs and skips them
+            forged = ["not json", '{"version": 1, "rows": [{"features": "!!"}]}',
+                      '{"version": 1, "rows": [{"market": "spot", "symbol": "X",'
+                      ' "open_time": "2024-01-01T00:00:00.000Z", "features": "AAAA"}]}']
+            for f in forged:
+                conn.execute("SELECT pg_notify('ta_features', %s)", (f,))
             by_min = {}
             for s, rows in kl.items():
                 for k in rows:
@@ -146,6 +152,8 @@ def test_feature_rules_live_backtest_python():
             dup = 0
             decoder = _live_example()
             for n in listener.notifies(timeout=2.0):
+                if n.payload in forged:
+                    continue
                 rows = fdb.payload_rows(n.payload)
                 for key, row in rows:
                     dup += key in notes
@@ -157,10 +165,11 @@ def test_feature_rules_live_backtest_python():
                     [np.float64(np.nan if v is None else v).view(np.int64) for v in r]
                     for _, r in rows]
             listener.close()
-            out, _ = example.communicate(timeout=60)
-            print(f"examples/live_features.py:\n{out}", end="")
+            out, err = example.communicate(timeout=60)
+            print(f"examples/live_features.py:\n{out}{err}", end="")
             assert example.returncode == 0 and len(out.splitlines()) == 5 and \
                 all(" 2 rows; top ret_5m_z: " in x for x in out.splitlines()), out
+            assert err.count("skipped a malformed ta_features notification") == 3, err
 
             hist = {r: set() for r in RULES}
             for r, s, ot in conn.execute("SELECT rule, symbol, open_time FROM market.alert_history"):
