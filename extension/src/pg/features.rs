@@ -1038,6 +1038,7 @@ fn payload_entry(s: &mut String, values: &[pg_sys::Datum], nulls: &[bool]) {
         json_text(s, values[i], nulls[i]);
     }
     s.push_str(",\"open_time\":\"");
+    // finite: feature_payloads skips the others
     iso_ms(s, values[2].value() as i64);
     s.push_str("\",\"features\":\"");
     base64::engine::general_purpose::STANDARD.encode_string(le_doubles(values, nulls), s);
@@ -1086,9 +1087,7 @@ fn feature_payloads(rows: FeatureRowsArg) -> Vec<String> {
             continue;
         }
         let (values, nulls) = deform_feature_row("ta.feature_payloads", FeatureRowArg(d));
-        let t = values[2].value() as i64;
-        // ±infinity are i64::MIN / i64::MAX
-        if nulls[2] || t == i64::MIN || t == i64::MAX {
+        if finite_time(values[2], nulls[2]).is_none() {
             continue;
         }
         entry.clear();
@@ -1144,14 +1143,12 @@ fn feature_json(row: FeatureRowArg) -> String {
         s.push_str(",\"");
         s.push_str(k);
         s.push_str("\":");
-        let t = values[i].value() as i64;
-        // ±infinity are i64::MIN / i64::MAX
-        if nulls[i] || t == i64::MIN || t == i64::MAX {
-            s.push_str("null");
-        } else {
+        if let Some(t) = finite_time(values[i], nulls[i]) {
             s.push('"');
             iso_ms(&mut s, t);
             s.push('"');
+        } else {
+            s.push_str("null");
         }
     }
     let keys = KEYS.get_or_init(|| {
@@ -1240,6 +1237,13 @@ pub(crate) fn json_f64(s: &mut String, v: Option<f64>) {
         s.extend(std::iter::repeat_n('0', (-e - n) as usize));
         push(s, digits);
     }
+}
+
+/// A `timestamptz` datum's µs since 2000-01-01 UTC; None for NULL and ±infinity (i64::MIN /
+/// i64::MAX).
+fn finite_time(d: pg_sys::Datum, null: bool) -> Option<i64> {
+    let t = d.value() as i64;
+    (!null && t != i64::MIN && t != i64::MAX).then_some(t)
 }
 
 /// A `text` datum as a JSON string (its bytes read in place; not UTF-8: their lossy form), or
