@@ -105,6 +105,10 @@ def main(argv=None) -> int:
                                  if not np.isnan(score[i]))
                 print(f"{minutes[0]:%Y-%m-%d %H:%M}{'+' if len(minutes) > 1 else ''} "
                       f"{len(keys)} rows; top {a.rank}: {best or '(all NULL)'}", flush=True)
+                # stop_after is a minimum: notifications that arrive in one packet come
+                # together, and --count is exact
+                if a.count and seen >= a.count:
+                    break
             if not got:
                 break
     return 0

@@ -384,13 +384,13 @@ BEGIN
             WHERE market._has_book(c.market, c.symbol)) bb ON true;
     END IF;
     WITH stepped AS (
-      SELECT c.market, c.symbol, c.open_time, c AS cd,
+      SELECT c.market, c.symbol, c.open_time, c.ordinality AS i, h.ctid AS tid,
              CASE WHEN h.market IS NOT NULL THEN
                ta._features_cache_step((h.chain).candles, h.xmin::text::bigint, c.market, c.symbol,
                                        c.open_time, c.close_time, c.open, c.high, c.low, c.close,
                                        c.volume, c.quote_volume, c.taker_buy_volume,
                                        b.imbalance, b.spread_bps, b.wmid_offset_bps, v_need) END AS st
-        FROM unnest(v_miss) AS c
+        FROM unnest(v_miss) WITH ORDINALITY AS c
         LEFT JOIN market.screener_state h ON h.market = c.market AND h.symbol = c.symbol
         LEFT JOIN unnest(v_books) AS b ON b.market = c.market AND b.symbol = c.symbol
       OFFSET 0
@@ -399,7 +399,9 @@ BEGIN
          SET open_time = s.open_time, "row" = (s.st)."row", chain = (s.st).chain,
              features = CASE WHEN v_live THEN (s.st).features END
         FROM stepped s
-       WHERE ((s.st).chain).candles IS NOT NULL AND h.market = s.market AND h.symbol = s.symbol
+       -- the head row as read above (locked by the caller: it has not moved), by its ctid
+       WHERE ((s.st).chain).candles IS NOT NULL AND h.ctid = s.tid
+         AND h.market = s.market AND h.symbol = s.symbol
       RETURNING h.market, h.symbol
     ), ck AS (
       INSERT INTO market.screener_checkpoints
@@ -416,10 +418,11 @@ BEGIN
       ON CONFLICT DO NOTHING
     )
     -- the new heads, and the candles the cache could not step (no O(n^2) membership test:
-    -- each candle's own step result says which)
+    -- each candle's own step result says which; the candles are not carried through the CTE,
+    -- only their position: misses are rare)
     SELECT array_agg((s.st).signal) FILTER (WHERE hd.market IS NOT NULL),
            array_agg((s.st).features) FILTER (WHERE hd.market IS NOT NULL),
-           array_agg(s.cd) FILTER (WHERE hd.market IS NULL)
+           array_agg(v_miss[s.i]) FILTER (WHERE hd.market IS NULL)
       INTO v_heads, v_feats, v_miss
       FROM stepped s LEFT JOIN hd ON hd.market = s.market AND hd.symbol = s.symbol;
     p_heads := p_heads || coalesce(v_heads, '{}');

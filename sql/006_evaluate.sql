@@ -281,13 +281,22 @@ DECLARE
   v_rs text[];
   v_rf timestamptz[];
   v_rt timestamptz[];
+  v_heads_found bigint;
 BEGIN
   -- lock the heads of every instrument written (a placeholder row for a new one), in key
-  -- order: concurrent writers of one instrument take turns, and each sees the other's candles
-  INSERT INTO market.screener_state (market, symbol)
-  SELECT DISTINCT u.market, u.symbol FROM unnest(p_market, p_symbol) AS u(market, symbol)
-   ORDER BY 1, 2
-  ON CONFLICT DO NOTHING;
+  -- order: concurrent writers of one instrument take turns, and each sees the other's candles.
+  -- The placeholders are inserted (in key order, before any head is locked: no deadlock) only
+  -- when a head is missing: a live close, whose heads all exist, pays a read of each, not an
+  -- insert attempt.
+  SELECT count(*) INTO v_heads_found
+    FROM unnest(p_market, p_symbol) AS u(market, symbol)
+    JOIN market.screener_state s ON s.market = u.market AND s.symbol = u.symbol;
+  IF v_heads_found < cardinality(p_market) THEN
+    INSERT INTO market.screener_state (market, symbol)
+    SELECT DISTINCT u.market, u.symbol FROM unnest(p_market, p_symbol) AS u(market, symbol)
+     ORDER BY 1, 2
+    ON CONFLICT DO NOTHING;
+  END IF;
   PERFORM 1 FROM market.screener_state s
     JOIN unnest(p_market, p_symbol) AS u(market, symbol)
       ON s.market = u.market AND s.symbol = u.symbol
