@@ -334,6 +334,7 @@ DECLARE
   v_pass int;
   v_heads ta.signal_row[];
   v_feats ta.feature_row[];
+  v_done bigint[];
 BEGIN
   p_heads := '{}';
   p_features := '{}';
@@ -395,6 +396,7 @@ BEGIN
         LEFT JOIN unnest(v_books) AS b ON b.market = c.market AND b.symbol = c.symbol
       OFFSET 0
     ), hd AS (
+      -- (stepped is read here only: its rows, with every composite of a step, are wide)
       UPDATE market.screener_state h
          SET open_time = s.open_time, "row" = (s.st)."row", chain = (s.st).chain,
              features = CASE WHEN v_live THEN (s.st).features END
@@ -402,29 +404,36 @@ BEGIN
        -- the head row as read above (locked by the caller: it has not moved), by its ctid
        WHERE ((s.st).chain).candles IS NOT NULL AND h.ctid = s.tid
          AND h.market = s.market AND h.symbol = s.symbol
-      RETURNING h.market, h.symbol
+      RETURNING s.market, s.symbol, s.open_time, s.i, (s.st).signal AS signal,
+                (s.st).features AS features, (s.st).day_checkpoint AS d
     ), ck AS (
       INSERT INTO market.screener_checkpoints
       SELECT s.market, s.symbol, s.open_time, (d).candles, (d).open_time, (d).close,
              (d).cum_quote_volume, (d).sum_log_return_sq, (d).rsi_state, (d).macd_state
-        FROM (SELECT s.*, (s.st).day_checkpoint AS d FROM stepped s) s
+        FROM hd s
        WHERE (s.d).candles IS NOT NULL
       ON CONFLICT (market, symbol, open_time) DO NOTHING
     ), fz AS (
       INSERT INTO market.book_1m_frozen
       SELECT b.* FROM unnest(v_books) AS b
-        JOIN stepped s ON s.market = b.market AND s.symbol = b.symbol
-       WHERE ((s.st).chain).candles IS NOT NULL
+        JOIN hd s ON s.market = b.market AND s.symbol = b.symbol
+       WHERE v_books IS NOT NULL
       ON CONFLICT DO NOTHING
     )
-    -- the new heads, and the candles the cache could not step (no O(n^2) membership test:
-    -- each candle's own step result says which; the candles are not carried through the CTE,
-    -- only their position: misses are rare)
-    SELECT array_agg((s.st).signal) FILTER (WHERE hd.market IS NOT NULL),
-           array_agg((s.st).features) FILTER (WHERE hd.market IS NOT NULL),
-           array_agg(v_miss[s.i]) FILTER (WHERE hd.market IS NULL)
-      INTO v_heads, v_feats, v_miss
-      FROM stepped s LEFT JOIN hd ON hd.market = s.market AND hd.symbol = s.symbol;
+    -- the new heads, and the positions of the candles stepped
+    SELECT array_agg(hd.signal), array_agg(hd.features), array_agg(hd.i)
+      INTO v_heads, v_feats, v_done
+      FROM hd;
+    -- the candles the cache could not step (rare: misses are looked up by position)
+    IF v_done IS NULL THEN
+      NULL;  -- none stepped: all missed
+    ELSIF cardinality(v_done) = cardinality(v_miss) THEN
+      v_miss := NULL;
+    ELSE
+      SELECT array_agg(v_miss[k] ORDER BY k) INTO v_miss
+        FROM generate_subscripts(v_miss, 1) AS k
+       WHERE NOT EXISTS (SELECT 1 FROM unnest(v_done) AS d WHERE d = k);
+    END IF;
     p_heads := p_heads || coalesce(v_heads, '{}');
     p_features := p_features || coalesce(v_feats, '{}');
   END LOOP;

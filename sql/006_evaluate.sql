@@ -72,9 +72,10 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
 $f$
 SELECT format($q$
     WITH fired AS (
-      SELECT a.x, r.rule_id
-        FROM (SELECT m AS x, array_remove(ARRAY[%s]::int[], NULL) AS ids
-                FROM unnest($1::ta.signal_row[]) AS m) a,
+      -- a row is copied out of the array only when a rule fires on it (most rows fire none)
+      SELECT ($1::ta.signal_row[])[a.k - 1 + array_lower($1::ta.signal_row[], 1)] AS x, r.rule_id
+        FROM (SELECT m.ordinality AS k, array_remove(ARRAY[%s]::int[], NULL) AS ids
+                FROM unnest($1::ta.signal_row[]) WITH ORDINALITY AS m) a,
              unnest(a.ids) AS r(rule_id)
     ), fresh AS (
       SELECT f.x, r.rule_id, r.name,
@@ -297,17 +298,28 @@ BEGIN
      ORDER BY 1, 2
     ON CONFLICT DO NOTHING;
   END IF;
-  PERFORM 1 FROM market.screener_state s
-    JOIN unnest(p_market, p_symbol) AS u(market, symbol)
-      ON s.market = u.market AND s.symbol = u.symbol
-   ORDER BY s.market, s.symbol
-     FOR UPDATE OF s;
-
-  -- live: one new candle that follows the instrument's head
-  SELECT array_agg(c) INTO v_live
-    FROM unnest(p_single) AS c
-    JOIN market.screener_state s ON s.market = c.market AND s.symbol = c.symbol
-   WHERE (s.chain).candles IS NOT NULL AND c.open_time > s.open_time;
+  IF cardinality(p_single) = cardinality(p_market) THEN
+    -- one candle per instrument (a live close): the lock also picks the live candles, one new
+    -- candle that follows its instrument's head (as locked: a head updated meanwhile is read
+    -- in its new version)
+    SELECT array_agg(l.c) FILTER (WHERE l.follows) INTO v_live
+      FROM (SELECT c, (s.chain).candles IS NOT NULL AND c.open_time > s.open_time AS follows
+              FROM unnest(p_single) AS c
+              JOIN market.screener_state s ON s.market = c.market AND s.symbol = c.symbol
+             ORDER BY s.market, s.symbol
+               FOR UPDATE OF s) l;
+  ELSE
+    PERFORM 1 FROM market.screener_state s
+      JOIN unnest(p_market, p_symbol) AS u(market, symbol)
+        ON s.market = u.market AND s.symbol = u.symbol
+     ORDER BY s.market, s.symbol
+       FOR UPDATE OF s;
+    -- live: one new candle that follows the instrument's head
+    SELECT array_agg(c) INTO v_live
+      FROM unnest(p_single) AS c
+      JOIN market.screener_state s ON s.market = c.market AND s.symbol = c.symbol
+     WHERE (s.chain).candles IS NOT NULL AND c.open_time > s.open_time;
+  END IF;
   IF v_live IS NOT NULL THEN
     SELECT a.p_heads, a.p_features, a.p_rest INTO v_heads, v_feats, v_rest
       FROM market._append(v_live) a;

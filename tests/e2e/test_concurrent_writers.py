@@ -48,6 +48,12 @@ INSERT = ("INSERT INTO market.candles_1m (market, symbol, open_time, close_time,
           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
+def insert_one_statement(conn, rows: list[tuple]) -> None:
+    """The rows in one INSERT (one trigger run: a close of several instruments)."""
+    values = ", ".join(["(" + ", ".join(["%s"] * 13) + ")"] * len(rows))
+    conn.execute(INSERT.split(" VALUES ")[0] + " VALUES " + values, [x for r in rows for x in r])
+
+
 @pytest.fixture(scope="module")
 def dsn():
     d = pg.fresh_database(DB)
@@ -105,3 +111,25 @@ def test_overlapping_writers_of_a_new_instrument(dsn):
         c.execute("SELECT market.rebuild_screener_state()")
         rebuilt = heads(c)
     assert live == rebuilt
+
+
+def test_a_live_close_with_some_engines_stale(dsn):
+    """A writer session's cached engines go stale for the instruments another session wrote
+    in between: its next close steps the others and reloads those (the live step's partial
+    miss), and every head still equals a rebuild."""
+    with psycopg.connect(dsn, autocommit=True) as a, psycopg.connect(dsn, autocommit=True) as b:
+        start = a.execute("SELECT max(open_time) FROM market.candles_1m").fetchone()[0]
+        minute0 = int((start - T0).total_seconds() // 60) + 1
+        for j in range(12):
+            minute = minute0 + 3 * j
+            insert_one_statement(a, [candle(s, minute, 1) for s in EXISTING])
+            # the other session writes the next minute of one instrument
+            b.execute(INSERT, candle(EXISTING[j % len(EXISTING)], minute + 1, 2))
+            insert_one_statement(a, [candle(s, minute + 1, 1) for s in EXISTING
+                                     if s != EXISTING[j % len(EXISTING)]])
+            # and the minute after in one statement: that instrument's engine is stale in
+            # this session (reloaded), the others are stepped
+            insert_one_statement(a, [candle(s, minute + 2, 1) for s in EXISTING])
+        live = heads(a)
+        a.execute("SELECT market.rebuild_screener_state()")
+        assert live == heads(a)
