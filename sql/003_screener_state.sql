@@ -425,11 +425,9 @@ BEGIN
       INTO v_heads, v_feats, v_done
       FROM hd;
     -- the candles the cache could not step (rare: misses are looked up by position)
-    IF v_done IS NULL THEN
-      NULL;  -- none stepped: all missed
-    ELSIF cardinality(v_done) = cardinality(v_miss) THEN
+    IF cardinality(v_done) = cardinality(v_miss) THEN
       v_miss := NULL;
-    ELSE
+    ELSIF v_done IS NOT NULL THEN   -- (none stepped: all missed, v_miss unchanged)
       SELECT array_agg(v_miss[k] ORDER BY k) INTO v_miss
         FROM generate_subscripts(v_miss, 1) AS k
        WHERE NOT EXISTS (SELECT 1 FROM unnest(v_done) AS d WHERE d = k);

@@ -425,6 +425,29 @@ impl RawNumeric {
 // ---------------------------------------------------------------------------------------
 // composite results built from a TupleDesc cached in the aggregate state
 
+/// The `SqlTranslatable` of a raw-datum newtype: SQL type `$sql` as a return type, and as an
+/// argument type when `$argument` is `Ok` (shared by `raw_datum_arg!` and `composite_return!`).
+macro_rules! sql_translatable {
+    ($name:ident, $sql:literal, $argument:expr) => {
+        unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for $name {
+            const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!($name);
+            const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+                pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+            const ARGUMENT_SQL: Result<
+                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+                pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+            > = $argument;
+            const RETURN_SQL: Result<
+                pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+                pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+            > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql),
+            ));
+        }
+    };
+}
+pub(crate) use sql_translatable;
+
 /// A struct holding an argument of SQL type `$sql` (a composite or an array of one) as its raw
 /// datum, with the pgrx glue: the function deforms it itself (once, with the checks it needs).
 /// A NULL argument is `None` for an `Option` parameter; `strict` functions never see one.
@@ -452,21 +475,11 @@ macro_rules! raw_datum_arg {
             }
         }
 
-        unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for $name {
-            const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!($name);
-            const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
-                pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
-            const ARGUMENT_SQL: Result<
-                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
-                pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
-            > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql));
-            const RETURN_SQL: Result<
-                pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
-                pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
-            > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
-                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql),
-            ));
-        }
+        $crate::pg::common::sql_translatable!(
+            $name,
+            $sql,
+            Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql))
+        );
     };
 }
 pub(crate) use raw_datum_arg;
@@ -485,25 +498,13 @@ macro_rules! composite_return {
             }
         }
 
-        unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for $name {
-            const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!($name);
-            const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
-                pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
-            const ARGUMENT_SQL: Result<
-                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
-                pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
-            > = Err(
-                pgrx::pgrx_sql_entity_graph::metadata::ArgumentError::NotValidAsArgument(
-                    stringify!($name),
-                ),
-            );
-            const RETURN_SQL: Result<
-                pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
-                pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
-            > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
-                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql),
-            ));
-        }
+        $crate::pg::common::sql_translatable!(
+            $name,
+            $sql,
+            Err(pgrx::pgrx_sql_entity_graph::metadata::ArgumentError::NotValidAsArgument(
+                stringify!($name),
+            ))
+        );
     };
 }
 pub(crate) use composite_return;
