@@ -501,9 +501,11 @@ macro_rules! composite_return {
         $crate::pg::common::sql_translatable!(
             $name,
             $sql,
-            Err(pgrx::pgrx_sql_entity_graph::metadata::ArgumentError::NotValidAsArgument(
-                stringify!($name),
-            ))
+            Err(
+                pgrx::pgrx_sql_entity_graph::metadata::ArgumentError::NotValidAsArgument(
+                    stringify!($name),
+                )
+            )
         );
     };
 }
