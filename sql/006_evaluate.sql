@@ -409,7 +409,10 @@ BEGIN
          array_agg(a.one) FILTER (WHERE a.n = 1)
     INTO v_m, v_s, v_from, v_to, v_single
     FROM (SELECT r.market, r.symbol, min(r.open_time) AS mn, max(r.open_time) AS mx,
-                 count(*) AS n, (array_agg(r))[1] AS one
+                 -- (r is a row of the transition table, of type record: the cast builds a
+                 -- market.candles_1m from its columns; an array of records assigned to
+                 -- v_single would be converted element by element through text)
+                 count(*) AS n, (array_agg(r::market.candles_1m))[1] AS one
             FROM new_rows r GROUP BY r.market, r.symbol) a;
   IF v_m IS NOT NULL THEN
     PERFORM market._apply_candle_changes(v_m, v_s, v_from, v_to, v_single);

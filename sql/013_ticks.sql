@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS market.agg_trades (
     is_buyer_maker  boolean     NOT NULL,
     is_best_match   boolean,
     CONSTRAINT agg_trades_market_check CHECK (market IN ('spot', 'usdm')),
-    CONSTRAINT agg_trades_symbol_check CHECK (symbol ~ '^[A-Z0-9][A-Z0-9_]{0,39}$'),
+    CONSTRAINT agg_trades_symbol_check CHECK (symbol ~ '^[A-Z0-9][A-Z0-9_]*$' AND length(symbol) <= 40),
     CONSTRAINT agg_trades_ids_check
       CHECK (agg_trade_id >= 0 AND first_trade_id >= 0 AND first_trade_id <= last_trade_id),
     CONSTRAINT agg_trades_values_check
@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS market.book_tickers (
     transaction_time  timestamptz,
     event_time        timestamptz NOT NULL,
     CONSTRAINT book_tickers_market_check CHECK (market IN ('spot', 'usdm')),
-    CONSTRAINT book_tickers_symbol_check CHECK (symbol ~ '^[A-Z0-9][A-Z0-9_]{0,39}$'),
+    CONSTRAINT book_tickers_symbol_check CHECK (symbol ~ '^[A-Z0-9][A-Z0-9_]*$' AND length(symbol) <= 40),
     CONSTRAINT book_tickers_values_check
       CHECK (update_id >= 0 AND best_bid_price > 0 AND best_bid_price < best_ask_price
              AND best_ask_price < 1e15 AND best_bid_qty >= 0 AND best_bid_qty < 1e20

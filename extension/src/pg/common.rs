@@ -240,42 +240,78 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
+/// A numeric's payload (the bytes after the varlena header) taken apart, as PostgreSQL's
+/// `numeric.c` lays it out: a short header (`NUMERIC_SHORT`: sign, display scale and weight
+/// in one word) or a long one (sign and display scale word, then the weight word), then the
+/// base-`NBASE` (10,000) digits, most significant first (native-endian `int16`s).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NumericParts<'a> {
+    /// NaN, Infinity or -Infinity: the header word (`NUMERIC_NAN`, `NUMERIC_PINF`, `NUMERIC_NINF`)
+    Special(u16),
+    Finite {
+        neg: bool,
+        /// the first digit's power of 10,000
+        weight: i16,
+        /// digits after the decimal point (`dscale`)
+        dscale: u16,
+        /// the digits' bytes (2 per digit)
+        digits: &'a [u8],
+    },
+}
+
+/// [`NumericParts`] of a numeric payload; None when it is too short to be one.
+#[inline]
+pub(crate) fn numeric_parts(data: &[u8]) -> Option<NumericParts<'_>> {
+    if data.len() < 2 {
+        return None;
+    }
+    let header = u16::from_ne_bytes([data[0], data[1]]);
+    Some(match header & 0xC000 {
+        0x8000 => NumericParts::Finite {
+            neg: header & 0x2000 != 0,
+            weight: if header & 0x0040 != 0 {
+                (!0x003F_u16 | (header & 0x003F)) as i16
+            } else {
+                (header & 0x003F) as i16
+            },
+            dscale: (header & 0x1F80) >> 7,
+            digits: &data[2..],
+        },
+        0xC000 => NumericParts::Special(header),
+        flags => {
+            if data.len() < 4 {
+                return None;
+            }
+            NumericParts::Finite {
+                neg: flags == 0x4000,
+                weight: i16::from_ne_bytes([data[2], data[3]]),
+                dscale: header & 0x3FFF,
+                digits: &data[4..],
+            }
+        }
+    })
+}
+
 /// Decodes a numeric's digits into `M · 10^e` and converts with one correctly rounded IEEE
 /// operation when `M < 2^53` and `|e| <= 22` (both operands exact, so the result equals
 /// PostgreSQL's own correctly rounded `numeric::float8`). `None` when the fast path does not
 /// apply. `data` points at the numeric's header word (after the varlena header).
 #[inline]
 pub(crate) fn numeric_fast(data: &[u8]) -> Option<f64> {
-    if data.len() < 2 {
-        return None;
-    }
-    let header = u16::from_ne_bytes([data[0], data[1]]);
-    let flags = header & 0xC000;
-    let (neg, weight, digits) = match flags {
-        0x8000 => {
-            // short format
-            let neg = header & 0x2000 != 0;
-            let w = if header & 0x0040 != 0 {
-                (!0x003F_u16 | (header & 0x003F)) as i16
-            } else {
-                (header & 0x003F) as i16
-            };
-            (neg, w, &data[2..])
-        }
-        0xC000 => {
-            // NaN / ±Infinity
-            return Some(match header {
+    let (neg, weight, digits) = match numeric_parts(data)? {
+        NumericParts::Finite {
+            neg,
+            weight,
+            digits,
+            ..
+        } => (neg, weight, digits),
+        // NaN / ±Infinity
+        NumericParts::Special(h) => {
+            return Some(match h {
                 0xD000 => f64::INFINITY,
                 0xF000 => f64::NEG_INFINITY,
                 _ => f64::NAN,
             });
-        }
-        _ => {
-            if data.len() < 4 {
-                return None;
-            }
-            let w = i16::from_ne_bytes([data[2], data[3]]);
-            (flags == 0x4000, w, &data[4..])
         }
     };
     let nd = digits.len() / 2;
@@ -319,31 +355,14 @@ pub(crate) fn numeric_to_f64(data: &[u8]) -> Option<f64> {
     if let Some(v) = numeric_fast(data) {
         return v.is_finite().then_some(v);
     }
-    if data.len() < 2 {
+    let NumericParts::Finite {
+        neg,
+        weight,
+        digits,
+        ..
+    } = numeric_parts(data)?
+    else {
         return None;
-    }
-    let header = u16::from_ne_bytes([data[0], data[1]]);
-    let (neg, weight, digits) = match header & 0xC000 {
-        0x8000 => {
-            let neg = header & 0x2000 != 0;
-            let w = if header & 0x0040 != 0 {
-                (!0x003F_u16 | (header & 0x003F)) as i16
-            } else {
-                (header & 0x003F) as i16
-            };
-            (neg, w, &data[2..])
-        }
-        0xC000 => return None,
-        flags => {
-            if data.len() < 4 {
-                return None;
-            }
-            (
-                flags == 0x4000,
-                i16::from_ne_bytes([data[2], data[3]]),
-                &data[4..],
-            )
-        }
     };
     let nd = digits.len() / 2;
     if nd == 0 || nd > 9 {
@@ -365,6 +384,130 @@ pub(crate) fn numeric_to_f64(data: &[u8]) -> Option<f64> {
     };
     let v: f64 = text.parse().ok()?;
     v.is_finite().then_some(v)
+}
+
+/// Base-10,000 digits a [`numeric_add_fast`] operand or result may span (integer and
+/// fraction digits, aligned to the common scale): 10,000^9 = 10^36, so both operands and
+/// their sum fit an `i128` with room to spare.
+const FIXED_GROUPS: i32 = 9;
+
+/// A finite numeric as an integer number of 10,000^-k units (k ≥ 0: fraction digit groups),
+/// with its sign folded in; None when `k` is too small for its digits or the value spans
+/// more than [`FIXED_GROUPS`] digits.
+#[inline]
+fn numeric_fixed(weight: i16, digits: &[u8], k: i32) -> Option<i128> {
+    let nd = (digits.len() / 2) as i32;
+    let weight = i32::from(weight);
+    if nd == 0 {
+        return Some(0);
+    }
+    // exponent (of 10,000, after scaling by 10,000^k) of the first and the last digit
+    let (top, last) = (weight + k, weight + k - (nd - 1));
+    if last < 0 || top >= FIXED_GROUPS {
+        return None;
+    }
+    let mut m: i128 = 0;
+    for i in 0..nd as usize {
+        m = m * 10_000 + i128::from(u16::from_ne_bytes([digits[2 * i], digits[2 * i + 1]]));
+    }
+    Some(m * 10_000i128.pow(last as u32))
+}
+
+/// The operands of a fixed-point operation: both finite, as integers at their common scale
+/// (10,000^-k), and the larger display scale; None when either is special or too long.
+#[inline]
+fn numeric_fixed_pair(a: &[u8], b: &[u8]) -> Option<(i128, i128, i32, u16)> {
+    let (
+        NumericParts::Finite {
+            neg: na,
+            weight: wa,
+            dscale: sa,
+            digits: da,
+        },
+        NumericParts::Finite {
+            neg: nb,
+            weight: wb,
+            dscale: sb,
+            digits: db,
+        },
+    ) = (numeric_parts(a)?, numeric_parts(b)?)
+    else {
+        return None;
+    };
+    // fraction digit groups each needs: its last digit's position below the point
+    let frac = |w: i16, d: &[u8]| ((d.len() / 2) as i32 - 1 - i32::from(w)).max(0);
+    let k = frac(wa, da).max(frac(wb, db));
+    let x = numeric_fixed(wa, da, k)?;
+    let y = numeric_fixed(wb, db, k)?;
+    Some((
+        if na { -x } else { x },
+        if nb { -y } else { y },
+        k,
+        sa.max(sb),
+    ))
+}
+
+/// Payload bytes of a numeric from [`numeric_add_fast`]: header words and up to 10 digits.
+pub(crate) type NumericPayload = ([u8; 24], usize);
+
+/// `a + b` (`b` negated when `sub`) of two numeric payloads, as the payload PostgreSQL's
+/// `numeric_add` / `numeric_sub` return, byte for byte: the exact sum at display scale
+/// max(dscale), leading and trailing zero digits stripped, zero positive with weight 0, and
+/// the short header whenever `NUMERIC_CAN_BE_SHORT` (`make_result`). None when an operand is
+/// NaN/±Infinity or either spans more than [`FIXED_GROUPS`] digits at their common scale
+/// (callers fall back to PostgreSQL's function).
+#[inline]
+pub(crate) fn numeric_add_fast(a: &[u8], b: &[u8], sub: bool) -> Option<NumericPayload> {
+    let (x, y, k, dscale) = numeric_fixed_pair(a, b)?;
+    let r = if sub { x - y } else { x + y };
+    let neg = r < 0;
+    let mut u = r.unsigned_abs();
+    // digits, least significant first: groups[j] is the digit of 10,000^(j - k)
+    let mut groups = [0u16; 11];
+    let mut n = 0;
+    while u > 0 {
+        groups[n] = (u % 10_000) as u16;
+        u /= 10_000;
+        n += 1;
+    }
+    let lo = groups[..n].iter().take_while(|&&g| g == 0).count();
+    // make_result: no digits = zero, positive, weight 0
+    let (neg, weight) = if n == 0 {
+        (false, 0)
+    } else {
+        (neg, n as i32 - 1 - k)
+    };
+    let mut out = [0u8; 24];
+    let mut len;
+    if dscale <= 0x3F && (-64..=63).contains(&weight) {
+        // NUMERIC_SHORT | sign | dscale << 7 | weight sign | weight
+        let h: u16 = 0x8000
+            | (if neg { 0x2000 } else { 0 })
+            | (dscale << 7)
+            | (if weight < 0 { 0x0040 } else { 0 })
+            | (weight as u16 & 0x003F);
+        out[..2].copy_from_slice(&h.to_ne_bytes());
+        len = 2;
+    } else {
+        // NUMERIC_POS / NUMERIC_NEG | dscale, then the weight
+        let h: u16 = (if neg { 0x4000 } else { 0 }) | (dscale & 0x3FFF);
+        out[..2].copy_from_slice(&h.to_ne_bytes());
+        out[2..4].copy_from_slice(&(weight as i16).to_ne_bytes());
+        len = 4;
+    }
+    for j in (lo..n).rev() {
+        out[len..len + 2].copy_from_slice(&groups[j].to_ne_bytes());
+        len += 2;
+    }
+    Some((out, len))
+}
+
+/// PostgreSQL's `numeric_cmp` of two numeric payloads in fixed point; None where
+/// [`numeric_add_fast`] does not apply.
+#[inline]
+pub(crate) fn numeric_cmp_fast(a: &[u8], b: &[u8]) -> Option<std::cmp::Ordering> {
+    let (x, y, _, _) = numeric_fixed_pair(a, b)?;
+    Some(x.cmp(&y))
 }
 
 impl RawNumeric {

@@ -27,7 +27,8 @@ use pgrx::{FromDatum, Internal, PgMemoryContexts, PgTupleDesc};
 
 use super::common::{
     agg_context, c_numeric_add, c_numeric_cmp, c_numeric_float8, c_numeric_sub, composite_return,
-    form_tuple, numeric_to_f64, raise_msg, raw_datum_arg, RawNumeric,
+    form_tuple, numeric_add_fast, numeric_cmp_fast, numeric_to_f64, raise_msg, raw_datum_arg,
+    RawNumeric,
 };
 use crate::screener::{Candle, Checkpoint, Engine, EngineError, FloatError, ScreenerRow, Volume};
 
@@ -154,10 +155,16 @@ impl Volume for NumBytes {
         Self::from_payload(&0x8000u16.to_ne_bytes())
     }
     fn add(&self, other: &Self) -> Self {
-        self.binary(other, c_numeric_add)
+        match numeric_add_fast(self.payload(), other.payload(), false) {
+            Some((b, n)) => Self::from_payload(&b[..n]),
+            None => self.binary(other, c_numeric_add),
+        }
     }
     fn sub(&self, other: &Self) -> Self {
-        self.binary(other, c_numeric_sub)
+        match numeric_add_fast(self.payload(), other.payload(), true) {
+            Some((b, n)) => Self::from_payload(&b[..n]),
+            None => self.binary(other, c_numeric_sub),
+        }
     }
     fn to_f64(&self) -> f64 {
         if let Some(v) = numeric_to_f64(self.payload()) {
@@ -169,6 +176,9 @@ impl Volume for NumBytes {
         })
     }
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if let Some(o) = numeric_cmp_fast(self.payload(), other.payload()) {
+            return o;
+        }
         self.with_datum(|a| {
             other.with_datum(|b| unsafe {
                 let r =
