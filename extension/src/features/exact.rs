@@ -140,7 +140,7 @@ fn split(x: f64) -> Option<(i64, i32)> {
 
 /// `2^k` for `k` in the normal range.
 #[inline]
-fn pow2(k: i32) -> f64 {
+pub(crate) fn pow2(k: i32) -> f64 {
     debug_assert!((-1022..=1023).contains(&k));
     f64::from_bits(((k + 1023) as u64) << 52)
 }

@@ -347,7 +347,8 @@ pub(crate) fn numeric_fast(data: &[u8]) -> Option<f64> {
 
 /// `numeric::float8` for ordinary values of up to 36 significant digits without calling
 /// PostgreSQL: [`numeric_fast`] when it applies, else the decimal `M · 10^e` (M < 10^36) is
-/// converted by Rust's correctly rounded decimal parser — the same result as PostgreSQL's
+/// rounded in integer arithmetic ([`decimal_to_f64`]) or, where that does not apply, by Rust's
+/// correctly rounded decimal parser — either way the same result as PostgreSQL's
 /// `numeric_float8` (`numeric_out` then `strtod`, also correctly rounded). `None` for longer
 /// numerics, special values and results out of the finite range (callers fall back to
 /// PostgreSQL's function, which also raises its own errors).
@@ -374,6 +375,9 @@ pub(crate) fn numeric_to_f64(data: &[u8]) -> Option<f64> {
         m = m * 10_000 + u128::from(d);
     }
     let e = 4 * (i32::from(weight) - (nd as i32 - 1));
+    if let Some(v) = decimal_to_f64(m, e) {
+        return Some(if neg { -v } else { v });
+    }
     let mut buf = [0u8; 64];
     let text = {
         use std::io::Write as _;
@@ -384,6 +388,47 @@ pub(crate) fn numeric_to_f64(data: &[u8]) -> Option<f64> {
     };
     let v: f64 = text.parse().ok()?;
     v.is_finite().then_some(v)
+}
+
+/// `M · 10^e` correctly rounded to the nearest double (ties to even), in integer arithmetic:
+/// `M · 10^e` itself when it fits a `u128` (Rust's `as f64` rounds to nearest, ties to even);
+/// for `e < 0`, the quotient `M · 2^s / 10^-e` with at least 56 bits, its remainder as a
+/// sticky bit, rounded once to 53 bits. None outside that (`10^-e` beyond 2^72, a result out
+/// of the normal range): the caller parses the decimal text instead.
+#[inline]
+fn decimal_to_f64(m: u128, e: i32) -> Option<f64> {
+    if m == 0 {
+        return Some(0.0);
+    }
+    if e >= 0 {
+        return Some(m.checked_mul(10u128.checked_pow(e as u32)?)? as f64);
+    }
+    let d = 10u128.checked_pow(e.unsigned_abs())?;
+    let (bm, bd) = (
+        128 - m.leading_zeros() as i32,
+        128 - d.leading_zeros() as i32,
+    );
+    // q = floor(m · 2^s / d) > 2^55 when m · 2^s fits 128 bits
+    let s = (56 + bd - bm).max(0);
+    if bm + s > 128 {
+        return None;
+    }
+    let x = m << s;
+    let (q, sticky) = (x / d, !x.is_multiple_of(d));
+    let n = 128 - q.leading_zeros() as i32;
+    let shift = n - 53;
+    let mut mant = (q >> shift) as u64;
+    let rest = q & ((1u128 << shift) - 1);
+    let half = 1u128 << (shift - 1);
+    if rest > half || (rest == half && (sticky || mant & 1 == 1)) {
+        mant += 1;
+    }
+    // value = mant · 2^(shift - s); mant ≤ 2^53 is exact as a double
+    let k = shift - s;
+    if !(-1000..=1000).contains(&k) {
+        return None;
+    }
+    Some(mant as f64 * crate::features::exact::pow2(k))
 }
 
 /// Base-10,000 digits a [`numeric_add_fast`] operand or result may span (integer and

@@ -390,7 +390,17 @@ mod tests {
                    SELECT round((random() * 10 ^ (random() * 30))::numeric
                                 * (10 ^ (random() * 20))::numeric, (random() * 20)::int)
                           * CASE WHEN random() < 0.1 THEN -1 ELSE 1 END AS x
-                     FROM generate_series(1, 20000)) v";
+                     FROM generate_series(1, 20000)
+                   UNION ALL
+                   -- halfway between two doubles (ties to even, both ways), a hair off them,
+                   -- 2^53 + 1, long fractions, large integers
+                   SELECT x FROM unnest(ARRAY[4503599627370496.5, 4503599627370497.5,
+                            4503599627370496.50000000001, 4503599627370496.49999999999,
+                            9007199254740993, 9007199254740995, 90071992547409930000,
+                            0.1000000000000000055511151231257827,
+                            123456789012345678901234.56789012, 1e-20, 98765432109876543210e-18,
+                            -4503599627370497.5, 179769313486231570000000000000000000]) x
+                 ) v";
         let mismatches: Vec<String> = Spi::connect(|client| {
             let mut out = Vec::new();
             for row in client.select(q, None, &[]).expect("select") {
