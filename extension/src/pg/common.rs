@@ -414,7 +414,8 @@ fn decimal_to_f64(m: u128, e: i32) -> Option<f64> {
         return None;
     }
     let x = m << s;
-    let (q, sticky) = (x / d, !x.is_multiple_of(d));
+    let q = x / d;
+    let sticky = q * d != x;
     let n = 128 - q.leading_zeros() as i32;
     let shift = n - 53;
     let mut mant = (q >> shift) as u64;
@@ -506,15 +507,9 @@ pub(crate) fn numeric_add_fast(a: &[u8], b: &[u8], sub: bool) -> Option<NumericP
     let (x, y, k, dscale) = numeric_fixed_pair(a, b)?;
     let r = if sub { x - y } else { x + y };
     let neg = r < 0;
-    let mut u = r.unsigned_abs();
     // digits, least significant first: groups[j] is the digit of 10,000^(j - k)
     let mut groups = [0u16; 11];
-    let mut n = 0;
-    while u > 0 {
-        groups[n] = (u % 10_000) as u16;
-        u /= 10_000;
-        n += 1;
-    }
+    let n = base10000(r.unsigned_abs(), &mut groups);
     let lo = groups[..n].iter().take_while(|&&g| g == 0).count();
     // make_result: no digits = zero, positive, weight 0
     let (neg, weight) = if n == 0 {
@@ -545,6 +540,32 @@ pub(crate) fn numeric_add_fast(a: &[u8], b: &[u8], sub: bool) -> Option<NumericP
         len += 2;
     }
     Some((out, len))
+}
+
+/// The base-10,000 digits of `u` into `groups`, least significant first; how many (0 for 0).
+/// 64-bit divisions by constants (multiplications) but for at most two 128-bit ones that
+/// split off 16 decimal digits each.
+#[inline]
+fn base10000(mut u: u128, groups: &mut [u16; 11]) -> usize {
+    const P16: u128 = 10_000_000_000_000_000;
+    let mut n = 0;
+    while u > u128::from(u64::MAX) {
+        let q = u / P16;
+        let mut lo = (u - q * P16) as u64;
+        for _ in 0..4 {
+            groups[n] = (lo % 10_000) as u16;
+            lo /= 10_000;
+            n += 1;
+        }
+        u = q;
+    }
+    let mut v = u as u64;
+    while v > 0 {
+        groups[n] = (v % 10_000) as u16;
+        v /= 10_000;
+        n += 1;
+    }
+    n
 }
 
 /// PostgreSQL's `numeric_cmp` of two numeric payloads in fixed point; None where

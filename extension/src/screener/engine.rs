@@ -550,6 +550,7 @@ impl<V: Volume> Engine<V> {
         };
         let s = self.chain.candles;
         let w = &self.windows;
+        w.prefetch_row(s);
         let me = w.recent(s).expect("the newest candle is in the windows");
         let (open, close, high, low) = (me.open, me.close, cur.high, cur.low);
         // cum_before + quote_volume (exactly the value and scale SQL's `+` gives)

@@ -207,6 +207,41 @@ impl<V: Clone> SlidingWindows<V> {
     pub fn recent(&self, seq: i64) -> Option<&Recent<V>> {
         self.recent.get(seq, self.first, self.last)
     }
+
+    /// Asks the CPU for the slots a row of candle `seq` reads (each window's open and the
+    /// running volumes before its start and before the window before it), so that their
+    /// cache misses overlap: the live path builds rows for hundreds of instruments, whose
+    /// rings do not stay in the CPU caches between two closes. No effect on any value.
+    #[inline]
+    pub fn prefetch_row(&self, seq: i64) {
+        for &n in WINDOWS.iter() {
+            let start = seq - n as i64 + 1;
+            for p in [start, start - n as i64] {
+                if let Some(v) = self.cum_before(p) {
+                    prefetch(v);
+                }
+            }
+            if let Some(o) = self.open.get(start, self.first, self.last) {
+                prefetch(o);
+            }
+        }
+    }
+}
+
+/// A hint to load `v`'s cache line (x86-64: `PREFETCHT0`; elsewhere nothing).
+#[inline(always)]
+fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        #[allow(unused_unsafe)]
+        // SAFETY: a prefetch reads nothing into the program: any address is allowed
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>((v as *const T).cast::<i8>())
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 #[cfg(test)]
